@@ -1,0 +1,304 @@
+"""The job model: a call going out to a worker and the result coming back.
+
+Both are frozen records with a wire form (a JSON-safe dict, bytes as base64) because they
+travel through Celery's JSON serializer and result backend. Metadata travels both ways, on
+the FaaS path too, so a result can always be matched to the call that caused it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Self
+
+from dispatcher.errors import DecodeError, InvalidJobCall
+from providers.base import FaasMetrics, check_job_id
+from providers.errors import FaasError
+
+__all__ = ["LOCAL", "JobCall", "JobError", "JobResult", "ResultStatus"]
+
+#: ``JobResult.ran_on`` of a job run by a local handler.
+LOCAL = "local"
+
+
+class ResultStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+def _new_call_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _frozen_metadata(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if metadata is None:
+        return MappingProxyType({})
+    if not isinstance(metadata, Mapping):
+        raise InvalidJobCall(f"metadata must be a mapping, got {type(metadata).__name__}")
+    for key in metadata:
+        if not isinstance(key, str):
+            raise InvalidJobCall(f"metadata keys must be str, got {key!r}")
+    return MappingProxyType(dict(metadata))
+
+
+def _valid_job_id(job_id: object) -> int:
+    try:
+        return check_job_id(job_id)
+    except (TypeError, ValueError) as error:
+        raise InvalidJobCall(str(error)) from error
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise DecodeError(f"{what} must be a base64 string", text)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise DecodeError(f"{what} is not valid base64", text, error) from error
+
+
+@dataclass(frozen=True, slots=True)
+class JobCall:
+    """One call of a Blueprint job.
+
+    Parameters
+    ----------
+    job_id:
+        The job's id, an int in ``[0, 2**32)``.
+    args:
+        The job's input bytes, passed to the handler or function untouched.
+    metadata:
+        Anything the producer wants back on the result (block number, request id...); must be
+        JSON-serialisable. It travels in the task message, so it must not hold secrets.
+    call_id:
+        Unique id of this call; it is the Celery task id and the idempotency key.
+
+    Raises
+    ------
+    InvalidJobCall
+        A job id that is not an int in range, args that are not bytes, or bad metadata.
+    """
+
+    job_id: int
+    args: bytes = b""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    call_id: str = field(default_factory=_new_call_id)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "job_id", _valid_job_id(self.job_id))
+        if not isinstance(self.args, bytes | bytearray | memoryview):
+            raise InvalidJobCall(f"args must be bytes, got {type(self.args).__name__}")
+        object.__setattr__(self, "args", bytes(self.args))
+        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+        if not isinstance(self.call_id, str) or not self.call_id:
+            raise InvalidJobCall("call_id must be a non-empty str")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-safe dict that travels in the task message."""
+        return {
+            "job_id": self.job_id,
+            "args": _b64(self.args),
+            "metadata": dict(self.metadata),
+            "call_id": self.call_id,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: object) -> Self:
+        """Rebuild a call from its wire form.
+
+        Raises
+        ------
+        DecodeError
+            ``wire`` is not a call's wire form; the raw value is kept on the error.
+        """
+        if not isinstance(wire, Mapping):
+            raise DecodeError("a job call must be a JSON object", wire)
+        try:
+            return cls(
+                job_id=wire["job_id"],
+                args=_unb64(wire.get("args", ""), "args"),
+                metadata=wire.get("metadata") or {},
+                call_id=wire["call_id"],
+            )
+        except KeyError as error:
+            raise DecodeError(f"a job call needs {error.args[0]!r}", wire, error) from error
+        except InvalidJobCall as error:
+            raise DecodeError(str(error), wire, error) from error
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why a job did not produce a result, in a form consumers can act on."""
+
+    kind: str
+    message: str
+    retryable: bool = False
+    provider: str | None = None
+    status: int | None = None
+
+    @classmethod
+    def from_faas_error(cls, error: FaasError) -> Self:
+        return cls(
+            kind=str(error.kind),
+            message=error.message,
+            retryable=error.retryable,
+            provider=error.provider,
+            status=error.status,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "retryable": self.retryable,
+            "provider": self.provider,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Self:
+        return cls(
+            kind=str(wire["kind"]),
+            message=str(wire["message"]),
+            retryable=bool(wire.get("retryable", False)),
+            provider=wire.get("provider"),
+            status=wire.get("status"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """The outcome of one JobCall, successful or not.
+
+    ``ran_on`` is :data:`LOCAL` or the provider name; ``attempts`` counts every try,
+    retries included; ``metrics`` is present when a FaaS provider ran the job.
+    """
+
+    job_id: int
+    call_id: str
+    ok: bool
+    body: bytes = b""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    error: JobError | None = None
+    ran_on: str = LOCAL
+    attempts: int = 1
+    metrics: FaasMetrics | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "job_id", _valid_job_id(self.job_id))
+        if not isinstance(self.body, bytes | bytearray | memoryview):
+            raise InvalidJobCall(f"body must be bytes, got {type(self.body).__name__}")
+        object.__setattr__(self, "body", bytes(self.body))
+        object.__setattr__(self, "metadata", _frozen_metadata(self.metadata))
+        if self.ok and self.error is not None:
+            raise InvalidJobCall("a successful result cannot carry an error")
+        if not self.ok and self.error is None:
+            raise InvalidJobCall("a failed result needs an error")
+
+    @property
+    def status(self) -> ResultStatus:
+        return ResultStatus.OK if self.ok else ResultStatus.ERROR
+
+    @classmethod
+    def success(
+        cls,
+        call: JobCall,
+        body: bytes,
+        *,
+        ran_on: str = LOCAL,
+        attempts: int = 1,
+        metrics: FaasMetrics | None = None,
+    ) -> Self:
+        """The result of ``call`` that produced ``body``."""
+        return cls(
+            job_id=call.job_id,
+            call_id=call.call_id,
+            ok=True,
+            body=body,
+            metadata=call.metadata,
+            ran_on=ran_on,
+            attempts=attempts,
+            metrics=metrics,
+        )
+
+    @classmethod
+    def failure(
+        cls,
+        call: JobCall,
+        error: JobError,
+        *,
+        ran_on: str = LOCAL,
+        attempts: int = 1,
+        metrics: FaasMetrics | None = None,
+    ) -> Self:
+        """The result of ``call`` that failed with ``error``."""
+        return cls(
+            job_id=call.job_id,
+            call_id=call.call_id,
+            ok=False,
+            error=error,
+            metadata=call.metadata,
+            ran_on=ran_on,
+            attempts=attempts,
+            metrics=metrics,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-safe dict stored in the result backend."""
+        metrics = self.metrics
+        return {
+            "job_id": self.job_id,
+            "call_id": self.call_id,
+            "ok": self.ok,
+            "body": _b64(self.body),
+            "metadata": dict(self.metadata),
+            "error": None if self.error is None else self.error.to_wire(),
+            "ran_on": self.ran_on,
+            "attempts": self.attempts,
+            "metrics": None
+            if metrics is None
+            else {
+                "total_ms": metrics.total_ms,
+                "execution_ms": metrics.execution_ms,
+                "cold_start": metrics.cold_start,
+                "memory_used_mb": metrics.memory_used_mb,
+                "billed_ms": metrics.billed_ms,
+            },
+        }
+
+    @classmethod
+    def from_wire(cls, wire: object) -> Self:
+        """Rebuild a result from its wire form.
+
+        Raises
+        ------
+        DecodeError
+            ``wire`` is not a result's wire form; the raw value is kept on the error.
+        """
+        if not isinstance(wire, Mapping):
+            raise DecodeError("a job result must be a JSON object", wire)
+        try:
+            error = wire.get("error")
+            metrics = wire.get("metrics")
+            return cls(
+                job_id=wire["job_id"],
+                call_id=wire["call_id"],
+                ok=bool(wire["ok"]),
+                body=_unb64(wire.get("body", ""), "body"),
+                metadata=wire.get("metadata") or {},
+                error=None if error is None else JobError.from_wire(error),
+                ran_on=str(wire.get("ran_on", LOCAL)),
+                attempts=int(wire.get("attempts", 1)),
+                metrics=None if metrics is None else FaasMetrics(**metrics),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise DecodeError(f"not a job result: {error}", wire, error) from error
