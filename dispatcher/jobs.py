@@ -58,12 +58,13 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: object, what: str) -> bytes:
+    """Decode a base64 field; a ValueError names the field, for the caller's DecodeError."""
     if not isinstance(text, str):
-        raise DecodeError(f"{what} must be a base64 string", text)
+        raise ValueError(f"{what} must be a base64 string")
     try:
         return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise DecodeError(f"{what} is not valid base64", text, error) from error
+    except binascii.Error as error:
+        raise ValueError(f"{what} is not valid base64") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ class JobCall:
             )
         except KeyError as error:
             raise DecodeError(f"a job call needs {error.args[0]!r}", wire, error) from error
-        except InvalidJobCall as error:
+        except ValueError as error:  # InvalidJobCall is a ValueError too
             raise DecodeError(str(error), wire, error) from error
 
 

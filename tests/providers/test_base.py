@@ -1,0 +1,157 @@
+"""The executor interface's shared policy and its value objects."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from providers.base import (
+    DEFAULT_CONFIG,
+    FaasConfig,
+    FaasDeployment,
+    FaasExecutor,
+    InvokeReply,
+    function_name,
+)
+from providers.errors import (
+    ErrorKind,
+    FaasError,
+    FunctionError,
+    InfrastructureError,
+    InvalidConfig,
+    PayloadTooLarge,
+    PermanentFaasError,
+    Throttled,
+    TransientFaasError,
+)
+
+
+class _RecordingExecutor(FaasExecutor):
+    """Answers from memory and records what reached its primitives."""
+
+    provider_name = "recording"
+    max_payload_bytes = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invoked: list[tuple[int, bytes]] = []
+
+    def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
+        self.invoked.append((job_id, payload))
+        return InvokeReply(body=payload[::-1], execution_ms=1.5, cold_start=False)
+
+    def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
+        return FaasDeployment(
+            function_id=function_name(job_id),
+            job_id=job_id,
+            provider=self.provider_name,
+            endpoint=None,
+            memory_mb=config.memory_mb,
+            timeout_secs=config.timeout_secs,
+        )
+
+    def _health_check(self, job_id: int) -> bool:
+        return True
+
+    def _warm(self, job_id: int, instances: int) -> int:
+        return instances
+
+    def _get_deployment(self, job_id: int) -> FaasDeployment:
+        raise NotImplementedError
+
+    def _undeploy_job(self, job_id: int) -> None:
+        return None
+
+
+def test_invoke_with_metrics_times_the_call_and_keeps_the_providers_figures() -> None:
+    executor = _RecordingExecutor()
+    response = executor.invoke_with_metrics(2, b"abc")
+    assert response.body == b"cba"
+    assert response.metrics.execution_ms == 1.5
+    assert response.metrics.cold_start is False
+    assert response.metrics.total_ms >= 0
+    assert response.metrics.billed_ms is None
+
+
+def test_a_payload_over_the_cap_is_refused_before_anything_is_sent() -> None:
+    executor = _RecordingExecutor()
+    with pytest.raises(PayloadTooLarge, match="9 bytes"):
+        executor.invoke(0, b"x" * 9)
+    assert executor.invoked == []
+
+
+@pytest.mark.parametrize("job_id", [-1, 2**32])
+def test_an_out_of_range_job_id_never_reaches_the_provider(job_id: int) -> None:
+    executor = _RecordingExecutor()
+    with pytest.raises(ValueError):
+        executor.invoke(job_id, b"")
+    assert executor.invoked == []
+
+
+def test_deploy_records_the_config_that_later_invokes_are_sized_by() -> None:
+    executor = _RecordingExecutor()
+    assert executor.job_config(4) == DEFAULT_CONFIG
+    config = FaasConfig(memory_mb=1024, timeout_secs=30)
+    executor.deploy_job(4, b"PK-zip", config)
+    assert executor.job_config(4) == config
+    executor.undeploy_job(4)
+    assert executor.job_config(4) == DEFAULT_CONFIG
+
+
+def test_an_empty_package_is_an_invalid_config() -> None:
+    with pytest.raises(InvalidConfig):
+        _RecordingExecutor().deploy_job(0, b"")
+
+
+def test_config_defaults_match_the_contract() -> None:
+    config = FaasConfig()
+    assert (config.memory_mb, config.timeout_secs, config.max_concurrency) == (512, 300, None)
+    assert (config.keep_warm, dict(config.env_vars), dict(config.provider_config)) == (
+        False,
+        {},
+        {},
+    )
+
+
+def test_config_repr_hides_env_vars_and_provider_config() -> None:
+    config = FaasConfig(env_vars={"API_TOKEN": "hunter2"}, provider_config={"key": "s3cret"})
+    assert "hunter2" not in repr(config)
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"memory_mb": 0},
+        {"timeout_secs": 0},
+        {"max_concurrency": 0},
+        {"env_vars": {"1BAD": "x"}},
+        {"unknown": 1},
+    ],
+)
+def test_config_refuses_values_no_provider_can_honour(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        FaasConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_function_names_follow_one_rule() -> None:
+    assert function_name(7) == "blueprint-job-7"
+    assert function_name(7, prefix="acme") == "acme-7"
+
+
+def test_error_families_say_whether_to_retry() -> None:
+    assert Throttled("x", retry_after_s=2.0).retryable
+    assert isinstance(Throttled("x"), TransientFaasError)
+    assert not FunctionError("x").retryable
+    assert isinstance(FunctionError("x"), PermanentFaasError)
+    assert InfrastructureError("x", status=503).retryable
+    assert not InfrastructureError("x", status=400, retryable=False).retryable
+
+
+def test_every_error_class_has_a_distinct_kind() -> None:
+    def leaves(cls: type[FaasError]) -> list[type[FaasError]]:
+        subs = cls.__subclasses__()
+        return [cls] if not subs else [leaf for sub in subs for leaf in leaves(sub)]
+
+    kinds = [leaf.kind for leaf in leaves(FaasError)]
+    assert sorted(kinds) == sorted(ErrorKind)
