@@ -83,10 +83,10 @@ class FaasConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    memory_mb: int = Field(DEFAULT_MEMORY_MB, ge=64, le=32_768)
-    timeout_secs: int = Field(DEFAULT_TIMEOUT_SECS, ge=1, le=3_600)
+    memory_mb: int = Field(default=DEFAULT_MEMORY_MB, ge=64, le=32_768)
+    timeout_secs: int = Field(default=DEFAULT_TIMEOUT_SECS, ge=1, le=3_600)
     env_vars: Mapping[str, str] = Field(default_factory=dict, repr=False)
-    max_concurrency: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
     keep_warm: bool = False
     provider_config: Mapping[str, Any] = Field(default_factory=dict, repr=False)
 
