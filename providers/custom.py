@@ -1,0 +1,431 @@
+"""The executor for any platform speaking the Custom FaaS HTTP contract v1.
+
+It is a client of ``spec/custom-faas-platform-v1.md``: all six endpoints, any auth header,
+client certificates, and explicit timeouts (the original client had none, called a non-contract
+invoke path and ignored ``success: false``). Packages come from
+:func:`providers.packaging.build_custom_package`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import ClassVar, Self
+
+import httpx
+from pydantic_core import from_json, to_json
+
+from providers._http import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_LIMITS,
+    ClientCert,
+    HttpSettings,
+    PooledClient,
+    raise_for_status,
+    to_seconds,
+    truncate_message,
+)
+from providers.base import (
+    FUNCTION_NAME_PREFIX,
+    FaasConfig,
+    FaasDeployment,
+    FaasExecutor,
+    InvokeReply,
+    check_job_id,
+    function_name,
+)
+from providers.errors import (
+    AlreadyDeployed,
+    FaasError,
+    FaasTimeout,
+    FunctionError,
+    InvalidConfig,
+    SerializationError,
+)
+
+__all__ = [
+    "CONFIG_HEADER",
+    "DEFAULT_CONTROL_TIMEOUT_S",
+    "DEFAULT_DEPLOY_TIMEOUT_S",
+    "DEFAULT_INVOKE_MARGIN_S",
+    "MAX_PAYLOAD_BYTES",
+    "HttpFaasExecutor",
+]
+
+CONFIG_HEADER = "X-Blueprint-Config"
+DEFAULT_CONTROL_TIMEOUT_S = 30.0
+# A deploy uploads up to 50 MB and the platform unpacks up to 250 MB before it answers.
+DEFAULT_DEPLOY_TIMEOUT_S = 120.0
+# Added to the job's timeout_secs for the invoke read timeout, so the platform's own timeout
+# answer (with its error body) arrives before ours fires.
+DEFAULT_INVOKE_MARGIN_S = 10.0
+# The contract sets no invoke cap. Bytes travel as a JSON integer array, up to 4 characters
+# per byte ("255,"), so 10 MiB makes a request of at most ~40 MiB: under the reference
+# server's 64 MiB body limit, and a bounded amount of memory in a worker thread.
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+
+_API_PREFIX = "/api/functions"
+_BAD_REQUEST_ON_DEPLOY: Mapping[int, type[FaasError]] = {400: InvalidConfig}
+# Machine codes of a failed execution (`success: false`) that are not the job's own failure.
+# The contract leaves codes to the platform; these are our reference server's. Any other
+# code, or none, is a FunctionError.
+_FAILURE_CODES: Mapping[str, type[FaasError]] = {"FUNCTION_TIMEOUT": FaasTimeout}
+# Numbers the platform reports about an invocation: the executor exposes them as floats.
+_Number = int | float
+
+
+class HttpFaasExecutor(FaasExecutor):
+    """Deploys and invokes Blueprint jobs on a platform speaking the Custom FaaS contract.
+
+    One instance is meant to be shared by every thread of a worker process: it holds one
+    pooled HTTP client, built on first use. Configure it (``with_*`` builders) before sharing.
+
+    Parameters
+    ----------
+    base_url:
+        The platform's root, e.g. ``https://faas.example.com``; paths are ``/api/functions/...``.
+    control_timeout_s:
+        Read and write timeout of health, get, warm and undeploy calls.
+    deploy_timeout_s:
+        Read timeout of a deploy, which uploads and unpacks the package.
+    connect_timeout_s:
+        Connect timeout of every call.
+    invoke_margin_s:
+        Added to the job's ``timeout_secs`` to make an invoke's read timeout.
+    function_prefix:
+        Function ids are ``<prefix>-<job_id>`` (:func:`providers.base.function_name`).
+    headers:
+        Extra headers sent with every request; treated as secrets (see ``with_auth_header``).
+    cert_path, key_path:
+        A client certificate for mTLS (see ``with_client_cert``).
+    verify:
+        True for the system CA bundle, a CA bundle path for a private CA, False to skip TLS
+        verification (tests only).
+    transport:
+        Replaces the network transport (tests).
+
+    Raises
+    ------
+    ValueError
+        ``base_url`` is not an absolute http(s) URL, or a timeout is negative.
+    """
+
+    provider_name: ClassVar[str] = "custom"
+    max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        control_timeout_s: float | timedelta = DEFAULT_CONTROL_TIMEOUT_S,
+        deploy_timeout_s: float | timedelta = DEFAULT_DEPLOY_TIMEOUT_S,
+        connect_timeout_s: float | timedelta = DEFAULT_CONNECT_TIMEOUT_S,
+        invoke_margin_s: float | timedelta = DEFAULT_INVOKE_MARGIN_S,
+        function_prefix: str = FUNCTION_NAME_PREFIX,
+        headers: Mapping[str, str] | None = None,
+        cert_path: str | Path | None = None,
+        key_path: str | Path | None = None,
+        verify: bool | str | Path = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__()
+        self._base_url = _absolute_http_url(base_url).rstrip("/")
+        self._function_prefix = function_prefix
+        self._connect_timeout_s = to_seconds(connect_timeout_s)
+        self._control_timeout_s = to_seconds(control_timeout_s)
+        self._deploy_timeout_s = to_seconds(deploy_timeout_s)
+        self._invoke_margin_s = to_seconds(invoke_margin_s)
+        self._job_endpoints: dict[int, str] = {}
+        settings = HttpSettings(
+            base_url=self._base_url,
+            timeout=self._timeout(self._control_timeout_s),
+            headers=dict(headers or {}),
+            client_cert=None if cert_path is None else _client_cert(cert_path, key_path),
+            verify=Path(verify) if isinstance(verify, str) else verify,
+            limits=DEFAULT_LIMITS,
+        )
+        self._http = PooledClient(settings, provider=self.provider_name, transport=transport)
+
+    def __repr__(self) -> str:
+        settings = self._http.settings
+        return (
+            f"HttpFaasExecutor(base_url={self._base_url!r}, "
+            f"function_prefix={self._function_prefix!r}, "
+            f"header_names={sorted(settings.headers)!r}, client_cert={settings.client_cert!r})"
+        )
+
+    # -- configuration ------------------------------------------------------------------
+
+    def with_job_endpoint(self, job_id: int, url: str) -> Self:
+        """Invoke ``job_id`` at ``url`` instead of ``<base>/api/functions/<id>/invoke``.
+
+        Only invocations use it; deploy, health, warm and undeploy stay on the base URL. The
+        executor's headers and client certificate are sent to ``url`` too.
+
+        Raises
+        ------
+        ValueError
+            ``url`` is not an absolute http(s) URL.
+        """
+        self._job_endpoints[check_job_id(job_id)] = _absolute_http_url(url)
+        return self
+
+    def with_auth_header(self, name: str, value: str) -> Self:
+        """Send ``name: value`` with every request (``Authorization: Bearer ...``, an API key).
+
+        The value is a secret: it never appears in a repr, a log line or an error message.
+        """
+        self._http.configure(self._http.settings.with_header(name, value))
+        return self
+
+    def with_client_cert(self, cert_path: str | Path, key_path: str | Path | None = None) -> Self:
+        """Present a client certificate (mTLS); files are read when the client is built.
+
+        ``key_path`` may be omitted when ``cert_path`` holds both certificate and key (PEM).
+        """
+        cert = _client_cert(cert_path, key_path)
+        self._http.configure(replace(self._http.settings, client_cert=cert))
+        return self
+
+    def function_id(self, job_id: int) -> str:
+        """The platform-side id of ``job_id``'s function: ``<function_prefix>-<job_id>``."""
+        return function_name(job_id, self._function_prefix)
+
+    def close(self) -> None:
+        """Close the pooled connections; the next call opens new ones."""
+        self._http.close()
+
+    # -- primitives, in interface order -------------------------------------------------
+
+    def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
+        response = self._http.request(
+            "POST",
+            self._invoke_url(job_id),
+            content=to_json({"job_id": job_id, "args": list(payload)}),
+            headers={"Content-Type": "application/json"},
+            timeout=self._invoke_timeout(job_id),
+        )
+        # A failed execution is a 500 whose body says success: false; a 200 saying so is a
+        # failure too (the original client took it for a result).
+        body = _json_object_or_none(response) if response.status_code in (200, 500) else None
+        if body is not None and body.get("success") is False:
+            raise self._function_error(body, response.status_code)
+        raise_for_status(response, provider=self.provider_name)
+        if body is None:
+            raise self._serialization_error("the invoke reply is not a JSON object")
+        return InvokeReply(
+            body=self._bytes_field(body, "result"),
+            execution_ms=self._optional_number(body, "execution_ms"),
+            cold_start=self._optional_bool(body, "cold_start"),
+            memory_used_mb=self._optional_number(body, "memory_used_mb"),
+        )
+
+    def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
+        """PUT the package; on 409 DELETE the old function and PUT once more.
+
+        The base's ``deploy_job`` promises "create or replace", and the contract's deploy only
+        creates. A second 409 means another deployer won the race in between: it is raised.
+        """
+        if config.provider_config:
+            raise InvalidConfig(
+                "the custom provider takes no provider_config keys, got "
+                f"{sorted(config.provider_config)}",
+                provider=self.provider_name,
+            )
+        config_header = _encode_config(config)
+        try:
+            response = self._put_package(job_id, package, config_header)
+        except AlreadyDeployed:
+            self._undeploy_job(job_id)
+            response = self._put_package(job_id, package, config_header)
+        return self._deployment(job_id, self._reply_object(response), len(package))
+
+    def _health_check(self, job_id: int) -> bool:
+        response = self._http.request("GET", f"{self._function_path(job_id)}/health")
+        if response.status_code in (404, 503):
+            return False
+        raise_for_status(response, provider=self.provider_name)
+        return True
+
+    def _warm(self, job_id: int, instances: int) -> int:
+        response = self._http.request(
+            "POST", f"{self._function_path(job_id)}/warm", params={"instances": instances}
+        )
+        raise_for_status(response, provider=self.provider_name)
+        return self._int_field(self._reply_object(response), "instances_warmed")
+
+    def _get_deployment(self, job_id: int) -> FaasDeployment:
+        response = self._http.request("GET", self._function_path(job_id))
+        raise_for_status(response, provider=self.provider_name)
+        return self._deployment(job_id, self._reply_object(response), None)
+
+    def _undeploy_job(self, job_id: int) -> None:
+        response = self._http.request("DELETE", self._function_path(job_id))
+        if response.status_code != 404:
+            raise_for_status(response, provider=self.provider_name)
+
+    # -- private helpers ----------------------------------------------------------------
+
+    def _function_path(self, job_id: int) -> str:
+        return f"{_API_PREFIX}/{self.function_id(job_id)}"
+
+    def _invoke_url(self, job_id: int) -> str:
+        return self._job_endpoints.get(job_id) or f"{self._function_path(job_id)}/invoke"
+
+    def _timeout(self, read_s: float) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self._connect_timeout_s,
+            read=read_s,
+            write=self._control_timeout_s,
+            pool=self._control_timeout_s,
+        )
+
+    def _invoke_timeout(self, job_id: int) -> httpx.Timeout:
+        return self._timeout(self.job_config(job_id).timeout_secs + self._invoke_margin_s)
+
+    def _put_package(self, job_id: int, package: bytes, config_header: str) -> httpx.Response:
+        response = self._http.request(
+            "PUT",
+            self._function_path(job_id),
+            content=package,
+            headers={"Content-Type": "application/zip", CONFIG_HEADER: config_header},
+            timeout=self._timeout(self._deploy_timeout_s),
+        )
+        raise_for_status(response, provider=self.provider_name, overrides=_BAD_REQUEST_ON_DEPLOY)
+        return response
+
+    def _deployment(
+        self, job_id: int, body: Mapping[str, object], package_size_bytes: int | None
+    ) -> FaasDeployment:
+        endpoint = body.get("endpoint")
+        reported_size = self._optional_number(body, "binary_size_bytes")
+        return FaasDeployment(
+            function_id=self._str_field(body, "function_id"),
+            job_id=job_id,
+            provider=self.provider_name,
+            endpoint=endpoint if isinstance(endpoint, str) else None,
+            memory_mb=self._int_field(body, "memory_mb"),
+            timeout_secs=self._int_field(body, "timeout_secs"),
+            status=self._str_field(body, "status"),
+            deployed_at=self._optional_datetime(body, "deployed_at"),
+            package_size_bytes=int(reported_size)
+            if reported_size is not None
+            else package_size_bytes,
+            cold_start_ms=self._optional_number(body, "cold_start_ms"),
+        )
+
+    def _function_error(self, body: Mapping[str, object], status: int) -> FaasError:
+        error, code = body.get("error"), body.get("code")
+        message = error if isinstance(error, str) and error else "the function failed"
+        error_type = (
+            _FAILURE_CODES.get(code, FunctionError) if isinstance(code, str) else FunctionError
+        )
+        return error_type(
+            truncate_message(f"job function failed: {message}"),
+            provider=self.provider_name,
+            status=status,
+        )
+
+    def _reply_object(self, response: httpx.Response) -> Mapping[str, object]:
+        body = _json_object_or_none(response)
+        if body is None:
+            raise self._serialization_error(
+                f"{response.request.method} reply (HTTP {response.status_code}) "
+                "is not a JSON object"
+            )
+        return body
+
+    def _bytes_field(self, body: Mapping[str, object], name: str) -> bytes:
+        # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
+        value = body.get(name)
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        if isinstance(value, list):
+            try:
+                return bytes(value)
+            except (TypeError, ValueError) as error:
+                raise self._serialization_error(f"{name!r} is not an array of 0..255") from error
+        raise self._serialization_error(f"{name!r} must be a byte array or a string")
+
+    def _str_field(self, body: Mapping[str, object], name: str) -> str:
+        value = body.get(name)
+        if not isinstance(value, str):
+            raise self._serialization_error(f"{name!r} must be a string")
+        return value
+
+    def _int_field(self, body: Mapping[str, object], name: str) -> int:
+        value = body.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._serialization_error(f"{name!r} must be an integer")
+        return value
+
+    def _optional_number(self, body: Mapping[str, object], name: str) -> float | None:
+        value = body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, _Number):
+            raise self._serialization_error(f"{name!r} must be a number")
+        return float(value)
+
+    def _optional_bool(self, body: Mapping[str, object], name: str) -> bool | None:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise self._serialization_error(f"{name!r} must be a boolean")
+        return value
+
+    def _optional_datetime(self, body: Mapping[str, object], name: str) -> datetime | None:
+        value = body.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._serialization_error(f"{name!r} must be an RFC 3339 date string")
+        try:
+            # Python 3.11's fromisoformat reads RFC 3339, "Z" suffix included.
+            return datetime.fromisoformat(value)
+        except ValueError as error:
+            raise self._serialization_error(f"{name!r} must be an RFC 3339 date") from error
+
+    def _serialization_error(self, message: str) -> SerializationError:
+        return SerializationError(message, provider=self.provider_name)
+
+
+def _client_cert(cert_path: str | Path, key_path: str | Path | None) -> ClientCert:
+    return ClientCert(Path(cert_path), None if key_path is None else Path(key_path))
+
+
+def _absolute_http_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"not a URL: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("the URL must be absolute, with an http or https scheme")
+    return url
+
+
+def _encode_config(config: FaasConfig) -> str:
+    """The ``X-Blueprint-Config`` value: base64 of the contract's config JSON.
+
+    ``max_concurrency`` is left out when unset so the platform applies its own default.
+    """
+    fields: dict[str, object] = {
+        "memory_mb": config.memory_mb,
+        "timeout_secs": config.timeout_secs,
+        "env_vars": dict(config.env_vars),
+    }
+    if config.max_concurrency is not None:
+        fields["max_concurrency"] = config.max_concurrency
+    return base64.b64encode(json.dumps(fields).encode("utf-8")).decode("ascii")
+
+
+def _json_object_or_none(response: httpx.Response) -> dict[str, object] | None:
+    # pydantic-core's parser is ~2x faster than json.loads on megabyte integer arrays.
+    try:
+        body = from_json(response.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
