@@ -1,0 +1,269 @@
+"""Benchmark the reference server against running the same bootstrap directly.
+
+Question: what does the HTTP platform cost on top of a bare process start, cold and warm,
+and how many invocations per second does it sustain?
+
+For a shell and a Python bootstrap it prints cold and warm invoke p50/p99 and sustained
+invocations/s at several concurrencies through the HTTP API (httpx, asyncio), next to the
+same work done directly with `subprocess` in this process (the baseline), with ratios.
+
+    .venv/bin/python bench/reference_server.py [--cold 60] [--warm 200] [--calls 1500]
+        [--concurrency 1,4,16,64] [--warm-instances 4] [--warm-gap-ms 40]
+
+"Warm" means served by a pre-started instance whose start-up has finished: instances are
+one-shot, so each latency sample (cold and warm alike, HTTP and direct alike) is paced by
+`--warm-gap-ms` to let the pool's background refill complete; the direct warm baseline
+pre-spawns its process and waits the same gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REQUEST = {"job_id": 1, "args": [1, 2, 3, 4]}
+_REQUEST_BYTES = json.dumps(_REQUEST).encode()
+
+_BOOTSTRAPS = {
+    "shell": '#!/bin/sh\ncat > /dev/null\necho \'{"result": [4, 3, 2, 1], "success": true}\'\n',
+    "python": (
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "request = json.loads(sys.stdin.buffer.read())\n"
+        'print(json.dumps({"result": request["args"][::-1], "success": True}))\n'
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", type=int, default=60, help="sequential cold invocations")
+    parser.add_argument("--warm", type=int, default=200, help="sequential warm invocations")
+    parser.add_argument("--calls", type=int, default=1500, help="invocations per throughput run")
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--warm-instances", type=int, default=4)
+    parser.add_argument(
+        "--warm-gap-ms", type=float, default=40.0, help="pause before each latency sample"
+    )
+    parser.add_argument("--only", choices=sorted(_BOOTSTRAPS), default=None)
+    args = parser.parse_args()
+    levels = [int(level) for level in args.concurrency.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="bench-reference-server-") as scratch:
+        root = Path(scratch)
+        port = _free_port()
+        server = _start_server(root / "data", port, root / "server.log")
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            _wait_ready(base_url, server)
+            for name, script in _BOOTSTRAPS.items():
+                if args.only and name != args.only:
+                    continue
+                bootstrap = root / f"{name}-bootstrap"
+                bootstrap.write_text(script)
+                bootstrap.chmod(0o755)
+                _deploy(base_url, name, script, max_concurrency=max(levels))
+                _bench_one(base_url, name, bootstrap, args, levels)
+        except BaseException:
+            print(f"server log tail:\n{(root / 'server.log').read_text()[-3000:]}", file=sys.stderr)
+            raise
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _bench_one(
+    base_url: str, name: str, bootstrap: Path, args: argparse.Namespace, levels: list[int]
+) -> None:
+    print(f"\n== {name} bootstrap ==")
+    print(f"{'measure':<28}{'HTTP API':>14}{'direct':>14}{'ratio':>9}")
+    gap_s = args.warm_gap_ms / 1000
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        url = f"/api/functions/{name}/invoke"
+
+        def http_call() -> None:
+            response = client.post(url, json=_REQUEST)
+            if response.status_code != 200:
+                raise RuntimeError(f"invoke failed: {response.status_code} {response.text}")
+
+        cold_http = _latencies(http_call, args.cold, gap_s=gap_s)
+        cold_direct = _latencies(lambda: _direct_call(bootstrap), args.cold, gap_s=gap_s)
+        _row("cold p50 (ms)", _pct(cold_http, 50), _pct(cold_direct, 50))
+        _row("cold p99 (ms)", _pct(cold_http, 99), _pct(cold_direct, 99))
+
+        warmed = client.post(
+            f"/api/functions/{name}/warm", params={"instances": args.warm_instances}
+        )
+        warmed.raise_for_status()
+        time.sleep(0.5)  # Let the freshly started pool finish its own start-up once.
+        warm_http = _latencies(http_call, args.warm, gap_s=gap_s, check_warm=(client, url))
+        warm_direct = _warm_direct_latencies(bootstrap, args.warm, gap_s)
+        client.post(f"/api/functions/{name}/warm", params={"instances": 0}).raise_for_status()
+        _row("warm p50 (ms)", _pct(warm_http, 50), _pct(warm_direct, 50))
+        _row("warm p99 (ms)", _pct(warm_http, 99), _pct(warm_direct, 99))
+        print(f"{'warm/cold p50 (HTTP)':<28}{_pct(warm_http, 50) / _pct(cold_http, 50):>14.2f}")
+
+    for level in levels:
+        http_rate = asyncio.run(_http_throughput(base_url, name, level, args.calls))
+        direct_rate = _direct_throughput(bootstrap, level, args.calls)
+        _row(f"invocations/s @ c={level}", http_rate, direct_rate, digits=0)
+
+
+def _direct_call(bootstrap: Path) -> None:
+    completed = subprocess.run(
+        [str(bootstrap)], input=_REQUEST_BYTES, capture_output=True, check=True
+    )
+    json.loads(completed.stdout)
+
+
+def _warm_direct_latencies(bootstrap: Path, count: int, gap_s: float) -> list[float]:
+    timings: list[float] = []
+    for _ in range(count):
+        process = subprocess.Popen(
+            [str(bootstrap)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        time.sleep(gap_s)  # As for the pool: the process has finished starting.
+        started = time.perf_counter()
+        stdout, _ = process.communicate(_REQUEST_BYTES)
+        json.loads(stdout)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def _latencies(
+    call: Callable[[], None],
+    count: int,
+    *,
+    gap_s: float = 0.0,
+    check_warm: tuple[httpx.Client, str] | None = None,
+) -> list[float]:
+    timings: list[float] = []
+    for _ in range(count):
+        if gap_s:
+            time.sleep(gap_s)
+        started = time.perf_counter()
+        if check_warm is not None:
+            client, url = check_warm
+            response = client.post(url, json=_REQUEST)
+            if response.status_code != 200 or response.json()["cold_start"]:
+                raise RuntimeError(f"expected a warm invocation, got {response.text}")
+        else:
+            call()
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+async def _http_throughput(base_url: str, name: str, concurrency: int, calls: int) -> float:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+        url = f"/api/functions/{name}/invoke"
+        remaining = [calls]
+
+        async def worker() -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                response = await client.post(url, json=_REQUEST)
+                if response.status_code != 200:
+                    raise RuntimeError(f"invoke failed: {response.status_code} {response.text}")
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, 8))))  # warm-up
+        remaining[0] = calls
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return calls / (time.perf_counter() - started)
+
+
+def _direct_throughput(bootstrap: Path, concurrency: int, calls: int) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(_direct_call, bootstrap) for _ in range(calls)]:
+            future.result()
+    return calls / (time.perf_counter() - started)
+
+
+def _pct(timings: list[float], percentile: int) -> float:
+    ordered = sorted(timings)
+    if percentile == 50:
+        return statistics.median(ordered) * 1000
+    index = min(len(ordered) - 1, round(percentile / 100 * (len(ordered) - 1)))
+    return ordered[index] * 1000
+
+
+def _row(label: str, http_value: float, direct_value: float, digits: int = 2) -> None:
+    ratio = http_value / direct_value if direct_value else float("nan")
+    print(f"{label:<28}{http_value:>14.{digits}f}{direct_value:>14.{digits}f}{ratio:>9.2f}")
+
+
+def _deploy(base_url: str, name: str, script: str, *, max_concurrency: int) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o100755 << 16
+        bundle.writestr(info, script)
+    config = base64.b64encode(json.dumps({"max_concurrency": max_concurrency}).encode()).decode()
+    response = httpx.put(
+        f"{base_url}/api/functions/{name}",
+        content=buffer.getvalue(),
+        headers={"Content-Type": "application/zip", "X-Blueprint-Config": config},
+    )
+    response.raise_for_status()
+
+
+def _start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "providers.reference_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=_REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(base_url: str, server: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            httpx.get(f"{base_url}/api/functions/readiness-probe", timeout=2)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready") from None
+            time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+if __name__ == "__main__":
+    main()
