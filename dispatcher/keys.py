@@ -13,8 +13,15 @@ __all__ = [
     "HEALTH_TASK",
     "JOB_QUEUE_PREFIX",
     "KEY_PREFIX",
+    "MALFORMED_CALL_KIND",
+    "METRICS_MULTIPROC_DIR_ENV",
+    "METRICS_PORT_DEFAULT",
+    "METRICS_PREFIX",
+    "PUBLISH_FAILED_KIND",
+    "UNKNOWN_JOB_KIND",
     "WARM_QUEUE",
     "WARM_TASK",
+    "WORKER_FAILURE_KIND",
     "job_queue",
 ]
 
@@ -28,6 +35,24 @@ KEY_PREFIX = "blueprint-faas:"
 EXECUTE_TASK = "blueprint_faas.execute"
 WARM_TASK = "blueprint_faas.warm"
 HEALTH_TASK = "blueprint_faas.health"
+
+# JobError kinds the dispatcher and the workers produce themselves (a provider's failures
+# keep their providers.errors.ErrorKind).
+#: No local handler and no FaaS executor for the call's job id.
+UNKNOWN_JOB_KIND = "unknown_job"
+#: A task message that is not a JobCall's wire form.
+MALFORMED_CALL_KIND = "malformed_call"
+#: The task failed outside the job (time limit, crash): Celery stored a failure.
+WORKER_FAILURE_KIND = "worker_failure"
+#: The runner could not publish the call: the broker stayed unreachable through every retry.
+PUBLISH_FAILED_KIND = "publish_failed"
+
+#: Prefix of every Prometheus metric we export.
+METRICS_PREFIX = "blueprint_faas_"
+#: Port of a worker host's Prometheus exporter.
+METRICS_PORT_DEFAULT = 9808
+#: prometheus_client's own variable naming the directory its worker processes share.
+METRICS_MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def job_queue(job_id: int) -> str:

@@ -1,0 +1,597 @@
+"""The runner: publishes JobCalls to their job queues and hands every JobResult to consumers.
+
+It talks to workers only through Celery messages and stored results (it shares the job
+model and ``dispatcher.keys`` with them, nothing else). Three threads cooperate:
+
+* the *feeder* pulls calls from the producer, one free in-flight slot at a time
+  (backpressure: a slow worker pool slows the producer down, memory stays bounded);
+* the *listener* waits for results: on Redis through the result backend's pub/sub
+  (one subscription per call, no polling per task), elsewhere by polling the backend;
+* the caller's thread publishes calls and hands results to consumers, in completion order.
+
+A job that fails becomes an error JobResult like any other: the runner never stops because
+of one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+from dispatcher.app import Blueprint
+from dispatcher.errors import DecodeError
+from dispatcher.jobs import JobCall, JobError, JobResult
+from dispatcher.keys import (
+    EXECUTE_TASK,
+    PUBLISH_FAILED_KIND,
+    UNKNOWN_JOB_KIND,
+    WORKER_FAILURE_KIND,
+    job_queue,
+)
+from dispatcher.registry import FaasRegistry
+from dispatcher.router import Router
+from dispatcher.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from celery.result import AsyncResult
+
+    from providers.base import FaasExecutor
+
+__all__ = [
+    "BlueprintRunner",
+    "BlueprintRunnerBuilder",
+    "Consumer",
+    "Producer",
+    "RunSummary",
+    "submit",
+]
+
+logger = logging.getLogger("blueprint_faas.runner")
+
+#: Where calls come from: any iterable or async iterable of JobCalls.
+Producer = Iterable[JobCall] | AsyncIterable[JobCall]
+#: Where results go: a callable given every JobResult; it may return an awaitable.
+Consumer = Callable[[JobResult], Any]
+
+_READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+_LISTEN_TIMEOUT_S = 0.5
+_SLOT_WAIT_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a finished run did."""
+
+    submitted: int
+    succeeded: int
+    failed: int
+    elapsed_s: float
+    peak_in_flight: int
+
+
+class BlueprintRunnerBuilder:
+    """Assembles a runner the way the original SDK's builder did.
+
+    Example::
+
+        BlueprintRunner.builder(settings).router(router).producer(calls)
+            .consumer(print).with_faas_executor(1, executor).run()
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._blueprint = Blueprint(settings=settings)
+        self._producer: Producer | Callable[[], Producer] | None = None
+        self._consumers: list[Consumer] = []
+        self._max_in_flight: int | None = None
+
+    def app(self, blueprint: Blueprint) -> Self:
+        """Take router, registry, settings, producer and consumers from an app definition."""
+        self._blueprint = blueprint
+        self._producer = blueprint.producer
+        self._consumers = list(blueprint.consumers)
+        return self
+
+    def router(self, router: Router) -> Self:
+        self._blueprint.router = router
+        return self
+
+    def registry(self, registry: FaasRegistry) -> Self:
+        self._blueprint.registry = registry
+        return self
+
+    def producer(self, producer: Producer | Callable[[], Producer]) -> Self:
+        self._producer = producer
+        return self
+
+    def consumer(self, consumer: Consumer) -> Self:
+        """Add a consumer; every consumer receives every result."""
+        self._consumers.append(consumer)
+        return self
+
+    def with_faas_executor(self, job_id: int, executor: FaasExecutor) -> Self:
+        self._blueprint.with_faas_executor(job_id, executor)
+        return self
+
+    def max_in_flight(self, limit: int) -> Self:
+        """Override ``settings.max_in_flight`` for this runner."""
+        if limit < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {limit}")
+        self._max_in_flight = limit
+        return self
+
+    def build(self) -> BlueprintRunner:
+        """The runner.
+
+        Raises
+        ------
+        ValueError
+            No producer was given.
+        """
+        if self._producer is None:
+            raise ValueError("a runner needs a producer")
+        return BlueprintRunner(
+            self._blueprint,
+            self._producer,
+            self._consumers,
+            max_in_flight=self._max_in_flight,
+        )
+
+    def run(self) -> RunSummary:
+        """Build the runner and run it until the producer is exhausted and all calls answered."""
+        return self.build().run()
+
+    async def run_async(self) -> RunSummary:
+        return await self.build().run_async()
+
+
+class BlueprintRunner:
+    """Publishes a producer's calls and hands their results to consumers as they complete.
+
+    Parameters
+    ----------
+    blueprint:
+        The app definition: settings, and the job ids that exist (a call of an unknown job
+        id gets an error result without being published, unless the blueprint knows no job
+        at all, as for a runner that only forwards).
+    producer:
+        An iterable or async iterable of JobCalls, or a zero-argument callable making one.
+    consumers:
+        Callables given every JobResult; async ones are awaited. One that raises is logged
+        and the run goes on.
+    max_in_flight:
+        Calls published and not yet answered at any moment; ``settings.max_in_flight`` when
+        None.
+    """
+
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        producer: Producer | Callable[[], Producer],
+        consumers: Iterable[Consumer] = (),
+        *,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self._blueprint = blueprint
+        self._producer = producer
+        self._consumers = list(consumers)
+        self._max_in_flight = max_in_flight or blueprint.settings.max_in_flight
+        self._stopping = threading.Event()
+
+    @classmethod
+    def builder(cls, settings: Settings | None = None) -> BlueprintRunnerBuilder:
+        """Start building a runner; settings come from the environment when None."""
+        return BlueprintRunnerBuilder(settings)
+
+    def stop(self) -> None:
+        """Take no more calls from the producer; ``run`` returns once in-flight calls end."""
+        self._stopping.set()
+
+    def run(self) -> RunSummary:
+        """Run until the producer is exhausted (or :meth:`stop`) and every call is answered.
+
+        Raises
+        ------
+        Exception
+            Whatever the producer raised, once the calls already published are answered.
+        """
+        return _Run(self, caller_loop=None).execute()
+
+    async def run_async(self) -> RunSummary:
+        """:meth:`run` from async code: async producers and consumers use the caller's loop."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(_Run(self, caller_loop=loop).execute)
+
+
+def submit(
+    blueprint: Blueprint, call: JobCall, *, wait: bool = False, timeout_s: float | None = None
+) -> JobResult | None:
+    """Publish one call; with ``wait``, block until its result and return it.
+
+    Raises
+    ------
+    celery.exceptions.TimeoutError
+        ``wait`` and no result within ``timeout_s``.
+    """
+    client = _Client(blueprint.settings)
+    result = client.publish(call)
+    try:
+        if not wait:
+            return None
+        result.get(timeout=timeout_s, propagate=False, interval=blueprint.settings.poll_interval_s)
+        return _result_from_meta(call, result.state, result.result)
+    finally:
+        client.close()
+
+
+# -- one run ------------------------------------------------------------------------------
+
+_CALL = "call"
+_RESULT = "result"
+_PRODUCER_DONE = "producer_done"
+
+
+@dataclass(slots=True)
+class _InFlight:
+    call: JobCall
+    published_at: float
+
+
+class _Run:
+    """The state of one ``run``: its threads, its in-flight calls and its counters."""
+
+    def __init__(self, runner: BlueprintRunner, caller_loop: asyncio.AbstractEventLoop | None):
+        self._runner = runner
+        self._blueprint = runner._blueprint
+        self._caller_loop = caller_loop
+        self._own_loop: asyncio.AbstractEventLoop | None = None
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(runner._max_in_flight)
+        self._in_flight: dict[str, _InFlight] = {}
+        self._done = threading.Event()
+        self._producer_error: BaseException | None = None
+        self._submitted = self._succeeded = self._failed = self._peak = 0
+
+    def execute(self) -> RunSummary:
+        started = time.perf_counter()
+        client = _Client(self._blueprint.settings)
+        watcher = client.watcher(self._on_ready)
+        listener = threading.Thread(
+            target=watcher.listen, args=(self._done,), name="blueprint-results", daemon=True
+        )
+        feeder = threading.Thread(target=self._feed, name="blueprint-producer", daemon=True)
+        listener.start()
+        feeder.start()
+        try:
+            self._loop(client, watcher)
+        finally:
+            self._done.set()
+            self._runner._stopping.set()
+            listener.join(timeout=5)
+            watcher.close()
+            client.close()
+            if self._own_loop is not None:
+                self._own_loop.close()
+        if self._producer_error is not None:
+            raise self._producer_error
+        return RunSummary(
+            submitted=self._submitted,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            elapsed_s=time.perf_counter() - started,
+            peak_in_flight=self._peak,
+        )
+
+    def _loop(self, client: _Client, watcher: _Watcher) -> None:
+        producer_done = False
+        while not (producer_done and not self._in_flight):
+            event = self._events.get()
+            if event[0] == _CALL:
+                self._publish(client, watcher, event[1])
+            elif event[0] == _RESULT:
+                self._complete(event[1], event[2], event[3])
+            else:
+                producer_done = True
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def _publish(self, client: _Client, watcher: _Watcher, call: JobCall) -> None:
+        if call.call_id in self._in_flight:
+            logger.warning("call %s is already in flight; the duplicate is dropped", call.call_id)
+            self._slots.release()
+            return
+        self._submitted += 1
+        if self._blueprint.job_ids() and not self._blueprint.knows(call.job_id):
+            self._deliver(_failure(call, UNKNOWN_JOB_KIND, f"job {call.job_id} is not defined"))
+            return
+        self._in_flight[call.call_id] = _InFlight(call, time.perf_counter())
+        self._peak = max(self._peak, len(self._in_flight))
+        watcher.watch(call.call_id)
+        try:
+            client.publish(call)
+        except Exception as error:  # broker unreachable after every publish retry
+            logger.error("cannot publish call %s: %r", call.call_id, error)
+            watcher.forget(call.call_id)
+            del self._in_flight[call.call_id]
+            self._deliver(_failure(call, PUBLISH_FAILED_KIND, f"{type(error).__name__}: {error}"))
+
+    def _on_ready(self, call_id: str, state: str, value: object) -> None:
+        # Runs in the listener thread; everything else happens in the caller's thread.
+        self._events.put((_RESULT, call_id, state, value))
+
+    def _complete(self, call_id: str, state: str, value: object) -> None:
+        entry = self._in_flight.pop(call_id, None)
+        if entry is None:
+            return
+        self._deliver(_result_from_meta(entry.call, state, value))
+
+    def _deliver(self, result: JobResult) -> None:
+        if result.ok:
+            self._succeeded += 1
+        else:
+            self._failed += 1
+        for consumer in self._runner._consumers:
+            try:
+                outcome = consumer(result)
+                if inspect.isawaitable(outcome):
+                    self._await(outcome)
+            except Exception:
+                logger.exception("consumer %r failed on call %s", consumer, result.call_id)
+        self._slots.release()
+
+    def _await(self, awaitable: Awaitable[Any]) -> None:
+        if self._caller_loop is not None:
+            asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self._caller_loop).result()
+            return
+        if self._own_loop is None:
+            self._own_loop = asyncio.new_event_loop()
+        self._own_loop.run_until_complete(awaitable)
+
+    # -- the feeder thread ------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        try:
+            source = self._runner._producer
+            if callable(source) and not isinstance(source, Iterable | AsyncIterable):
+                source = source()
+            if isinstance(source, AsyncIterable):
+                self._feed_async(source)
+            else:
+                self._feed_sync(iter(source))
+        except BaseException as error:
+            logger.error("the producer failed: %r; finishing the calls in flight", error)
+            self._producer_error = error
+        finally:
+            self._events.put((_PRODUCER_DONE,))
+
+    def _feed_sync(self, calls: Iterator[JobCall]) -> None:
+        while self._take_slot():
+            try:
+                call = next(calls)
+            except StopIteration:
+                self._slots.release()
+                return
+            self._put_call(call)
+
+    def _feed_async(self, calls: AsyncIterable[JobCall]) -> None:
+        async def pump() -> None:
+            iterator = aiter(calls)
+            while await asyncio.to_thread(self._take_slot):
+                try:
+                    call = await anext(iterator)
+                except StopAsyncIteration:
+                    self._slots.release()
+                    return
+                self._put_call(call)
+
+        if self._caller_loop is None:
+            asyncio.run(pump())
+        else:
+            asyncio.run_coroutine_threadsafe(pump(), self._caller_loop).result()
+
+    def _take_slot(self) -> bool:
+        # Waits for a free in-flight slot; False once the run is stopping.
+        while not self._slots.acquire(timeout=_SLOT_WAIT_S):
+            if self._runner._stopping.is_set():
+                return False
+        if self._runner._stopping.is_set():
+            self._slots.release()
+            return False
+        return True
+
+    def _put_call(self, call: object) -> None:
+        if isinstance(call, JobCall):
+            self._events.put((_CALL, call))
+            return
+        logger.error("the producer yielded a %s, not a JobCall; skipped", type(call).__name__)
+        self._slots.release()
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _failure(call: JobCall, kind: str, message: str) -> JobResult:
+    return JobResult.failure(call, JobError(kind=kind, message=message))
+
+
+def _result_from_meta(call: JobCall, state: str, value: object) -> JobResult:
+    """The JobResult a stored Celery state stands for (a failed *task* is a worker failure)."""
+    if state == "SUCCESS":
+        try:
+            return JobResult.from_wire(value)
+        except DecodeError as error:
+            return _failure(call, WORKER_FAILURE_KIND, f"the stored result is unreadable: {error}")
+    if isinstance(value, BaseException):
+        message = f"{type(value).__name__}: {value}"
+    else:
+        message = f"task ended in state {state}"
+    return _failure(call, WORKER_FAILURE_KIND, message)
+
+
+# -- Celery as a producer and a result source ---------------------------------------------
+
+
+def _argsrepr(call: JobCall) -> str:
+    # What Flower and worker logs show instead of the payload and metadata values.
+    keys = sorted(call.metadata)
+    return f"<call job_id={call.job_id} args_bytes={len(call.args)} metadata_keys={keys}>"
+
+
+class _Client:
+    """A Celery app used only to publish calls and read results (never a worker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        # Imported here so the CLI can apply gevent's monkey-patching before Celery loads.
+        from celery import Celery
+
+        self._settings = settings
+        self.app: Celery = Celery("blueprint-faas-runner", set_as_current=False)
+        self.app.conf.update(settings.celery_connection_config())
+        # The backend is thread-local in Celery: keep the one results are subscribed on.
+        self.backend = self.app.backend
+
+    def publish(self, call: JobCall) -> AsyncResult:
+        """Send ``call`` to its job's queue, the call id as task id.
+
+        Raises
+        ------
+        kombu.exceptions.OperationalError
+            The broker stayed unreachable through every publish retry.
+        """
+        return self.app.send_task(
+            EXECUTE_TASK,
+            args=(call.to_wire(),),
+            task_id=call.call_id,
+            queue=job_queue(call.job_id),
+            argsrepr=_argsrepr(call),
+            kwargsrepr="{}",
+        )
+
+    def close(self) -> None:
+        """Release the broker and backend connections of this client."""
+        consumer = getattr(self.backend, "result_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        self.app.close()
+
+    def watcher(self, on_ready: Callable[[str, str, object], None]) -> _Watcher:
+        from celery.backends.asynchronous import AsyncBackendMixin
+
+        if isinstance(self.backend, AsyncBackendMixin):
+            return _PubSubWatcher(self, on_ready)
+        return _PollingWatcher(self, on_ready)
+
+
+class _Watcher:
+    """Tells the run when a watched call's result is stored."""
+
+    def __init__(self, client: _Client, on_ready: Callable[[str, str, object], None]) -> None:
+        self._client = client
+        self._on_ready = on_ready
+
+    def watch(self, call_id: str) -> None:
+        raise NotImplementedError
+
+    def forget(self, call_id: str) -> None:
+        raise NotImplementedError
+
+    def listen(self, done: threading.Event) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop watching whatever is still pending (a run cut short)."""
+
+
+class _PubSubWatcher(_Watcher):
+    """Results pushed by the backend (Redis pub/sub); subscribed before the call is sent."""
+
+    def __init__(self, client: _Client, on_ready: Callable[[str, str, object], None]) -> None:
+        super().__init__(client, on_ready)
+        # Celery keeps only weak references to fulfilled-callback owners: hold them here.
+        self._pending: dict[str, AsyncResult] = {}
+
+    def watch(self, call_id: str) -> None:
+        from celery.result import AsyncResult
+
+        result = AsyncResult(call_id, backend=self._client.backend, app=self._client.app)
+        self._pending[call_id] = result
+        result.then(self._fulfilled)
+
+    def forget(self, call_id: str) -> None:
+        result = self._pending.pop(call_id, None)
+        if result is not None:
+            self._client.backend.remove_pending_result(result)
+
+    def close(self) -> None:
+        for call_id in list(self._pending):
+            self.forget(call_id)
+
+    def _fulfilled(self, result: AsyncResult) -> None:
+        self._pending.pop(result.id, None)
+        self._on_ready(result.id, result.state, result.result)
+
+    def listen(self, done: threading.Event) -> None:
+        consumer = self._client.backend.result_consumer
+        while not done.is_set():
+            try:
+                consumer.drain_events(timeout=_LISTEN_TIMEOUT_S)
+            except Exception as error:  # reconnects itself; keep listening meanwhile
+                logger.warning("result listener: %r; reading stored results instead", error)
+                done.wait(_LISTEN_TIMEOUT_S)
+                self._read_stored()
+
+    def _read_stored(self) -> None:
+        # While pub/sub is down (or Celery gave up reconnecting it), results are still
+        # stored: read them, so no call waits on a notification that will never come.
+        for call_id, result in list(self._pending.items()):
+            try:
+                meta = self._client.backend.get_task_meta(call_id, cache=False)
+            except Exception as error:
+                logger.warning("result read of %s: %r", call_id, error)
+                return
+            if meta["status"] in _READY and self._pending.pop(call_id, None) is not None:
+                with contextlib.suppress(Exception):  # unsubscribing needs the broken link
+                    self._client.backend.remove_pending_result(result)
+                self._on_ready(call_id, meta["status"], meta["result"])
+
+
+class _PollingWatcher(_Watcher):
+    """Results read back from a backend that cannot push them (the embedded file backend)."""
+
+    def __init__(self, client: _Client, on_ready: Callable[[str, str, object], None]) -> None:
+        super().__init__(client, on_ready)
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+
+    def watch(self, call_id: str) -> None:
+        with self._lock:
+            self._pending.add(call_id)
+
+    def forget(self, call_id: str) -> None:
+        with self._lock:
+            self._pending.discard(call_id)
+
+    def listen(self, done: threading.Event) -> None:
+        backend = self._client.backend
+        interval_s = self._client._settings.poll_interval_s
+        while not done.wait(interval_s):
+            with self._lock:
+                call_ids = list(self._pending)
+            for call_id in call_ids:
+                try:
+                    meta = backend.get_task_meta(call_id, cache=False)
+                except Exception as error:
+                    logger.warning("result poll of %s: %r", call_id, error)
+                    continue
+                if meta["status"] in _READY:
+                    self.forget(call_id)
+                    self._on_ready(call_id, meta["status"], meta["result"])

@@ -1,0 +1,341 @@
+"""Real processes for the integration tests: Redis servers, workers, FaaS endpoints.
+
+Everything waits on a condition with a deadline (a port that answers, a log line, a Redis
+key), never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher import Settings
+from providers.base import FaasConfig
+from providers.custom import HttpFaasExecutor
+from providers.packaging import build_custom_package, build_shell_package
+from tests.workers import apps
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30.0
+
+#: Knobs that keep redelivery after a lost worker within seconds (see apps.FAAS_CONFIG).
+FAST_KNOBS: dict[str, Any] = {
+    "visibility_timeout_s": 7,
+    "local_time_limit_s": 3,
+    "time_limit_margin_s": 2,
+    "retry_cap_s": 1,
+    "retry_base_s": 0.1,
+    "retry_max": 3,
+    "poll_interval_s": 0.02,
+}
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
+    """Poll ``condition`` until it returns a true value; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal the process group, then kill it if it is still there after 15 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of our own, on a free port; restartable when it has a data dir."""
+
+    port: int
+    data_dir: Path
+    appendonly: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--dir", str(self.data_dir), "--save", ""]
+        if self.appendonly:
+            command += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            command += ["--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+        wait_until(self._pings, START_TIMEOUT_S, f"redis-server on {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def _pings(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A session's own redis-server: other engineers' runs on :6379 cannot disturb it."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+_dbs = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """A Redis db of this test's own, flushed before and after (db 0 holds the counters)."""
+    url = redis_server.url(next(_dbs))
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def counters(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The Redis where test jobs record what they did (db 0 of the session server)."""
+    client = redis.Redis.from_url(redis_server.url(0), decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings.from_redis_url(redis_url, **FAST_KNOBS)
+
+
+# -- FaaS endpoints --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def reference_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The reference FaaS server as a real process, with jobs 1 (square) and 6 (fails)."""
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("faas")
+    command = [sys.executable, "-m", "providers.reference_server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--data-dir", str(data_dir)]
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _port_open(port), START_TIMEOUT_S, "the reference server")
+        square_package = build_custom_package(
+            "_squaring:square",
+            sources=[ROOT / "dispatcher" / "_squaring.py"],
+            python=sys.executable,
+        )
+        failing_package = build_shell_package(
+            'cat >/dev/null\necho \'{"job_id": 6, "result": [], "success": false, '
+            '"error": "division by zero"}\'\n'
+        )
+        with HttpFaasExecutor(url) as executor:
+            executor.deploy_job(1, square_package, apps.FAAS_CONFIG)
+            executor.deploy_job(6, failing_package, apps.FAAS_CONFIG)
+        yield url
+    finally:
+        stop_process(process)
+
+
+@dataclass
+class FlakyFunction:
+    """A Custom-contract invoke endpoint that fails as each call's args ask, then squares.
+
+    Args are JSON: ``{"key": str, "fail": n, "status": 429|503, "retry_after": s, "x": int}``.
+    """
+
+    url: str = ""
+    attempts: dict[str, list[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        request = json.loads(bytes(body["args"]))
+        with self.lock:
+            seen = self.attempts.setdefault(request["key"], [])
+            seen.append(time.monotonic())
+            attempt = len(seen)
+        if attempt <= request.get("fail", 0):
+            headers = {}
+            if request.get("retry_after") is not None:
+                headers["Retry-After"] = str(request["retry_after"])
+            error = {"error": "overloaded", "code": "OVERLOADED", "details": {}}
+            return request.get("status", 503), headers, error
+        result = list((request.get("x", 0) ** 2).to_bytes(16, "big"))
+        return 200, {}, {"job_id": body["job_id"], "result": result, "success": True}
+
+
+@pytest.fixture(scope="session")
+def flaky_function() -> Iterator[FlakyFunction]:
+    function = FlakyFunction()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            status, headers, reply = function.handle(json.loads(self.rfile.read(length)))
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json"}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    function.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield function
+    server.shutdown()
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children) at once."""
+        stop_process(self.process, signal.SIGKILL)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(
+    settings: Settings,
+    tmp_path: Path,
+    reference_server: str,
+    flaky_function: FlakyFunction,
+    redis_server: RedisServer,
+) -> Iterator[StartWorker]:
+    """Factory of real ``blueprint-faas worker`` processes on this test's Redis db."""
+    started: list[WorkerProcess] = []
+    counter = itertools.count()
+
+    def start(
+        pool: str = "threads",
+        concurrency: int = 4,
+        jobs: str | None = None,
+        worker_settings: Settings | None = None,
+    ) -> WorkerProcess:
+        log = tmp_path / f"worker-{next(counter)}.log"
+        env = {
+            **os.environ,
+            **(worker_settings or settings).to_env(),
+            "PYTHONPATH": str(ROOT),
+            apps.FAAS_URL_ENV: reference_server,
+            apps.FLAKY_URL_ENV: flaky_function.url,
+            apps.COUNTER_REDIS_ENV: redis_server.url(0),
+        }
+        command = [sys.executable, "-c", "from dispatcher.cli import main; main()", "worker"]
+        command += ["--app", "tests.workers.apps", "--pool", pool]
+        command += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
+        if jobs is not None:
+            command += ["--jobs", jobs]
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=ROOT,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, log)
+        started.append(worker)
+        wait_until(
+            lambda: " ready." in worker.output() or process.poll() is not None,
+            START_TIMEOUT_S,
+            f"a {pool} worker",
+        )
+        if process.poll() is not None:
+            pytest.fail(f"the worker exited:\n{worker.output()}")
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.stop()
+
+
+@pytest.fixture
+def blueprint(
+    settings: Settings,
+    reference_server: str,
+    flaky_function: FlakyFunction,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
+    """The test app as the runner sees it (same module the workers import)."""
+    monkeypatch.setenv(apps.FAAS_URL_ENV, reference_server)
+    monkeypatch.setenv(apps.FLAKY_URL_ENV, flaky_function.url)
+    return apps.build_app().with_settings(settings)
+
+
+def flaky_args(key: str, **behaviour: Any) -> bytes:
+    return json.dumps({"key": key, **behaviour}).encode()
+
+
+__all__ = ["FAST_KNOBS", "FaasConfig", "RedisServer", "flaky_args", "free_port", "wait_until"]

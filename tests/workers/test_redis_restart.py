@@ -1,0 +1,57 @@
+"""Redis restarted in the middle of a run: workers and runner reconnect and finish the run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings
+from tests.workers.conftest import FAST_KNOBS, RedisServer, StartWorker, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server with append-only persistence (fsync always), on a free port."""
+    server = RedisServer(free_port(), tmp_path / "redis", appendonly=True)
+    server.data_dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_workers_and_runner_survive_a_redis_restart_and_every_call_completes(
+    restartable_redis: RedisServer,
+    blueprint: Blueprint,
+    start_worker: StartWorker,
+    counters: redis.Redis,
+) -> None:
+    settings = Settings.from_redis_url(restartable_redis.url(0), **FAST_KNOBS)
+    blueprint.with_settings(settings)
+    start_worker(pool="threads", concurrency=4, jobs="4", worker_settings=settings)
+    start_worker(pool="gevent", concurrency=4, jobs="4", worker_settings=settings)
+    calls = [JobCall(4, (100).to_bytes(4, "big")) for _ in range(60)]
+    results: list[JobResult] = []
+    runner = (
+        BlueprintRunner.builder(settings)
+        .app(blueprint)
+        .producer(calls)
+        .consumer(results.append)
+        .max_in_flight(10)
+    )
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    wait_until(lambda: len(results) >= 10, what="the first results")
+
+    restartable_redis.stop()
+    restartable_redis.start()
+
+    thread.join(timeout=120)
+    assert not thread.is_alive(), f"{len(results)} of {len(calls)} results after the restart"
+    assert sorted(r.call_id for r in results) == sorted(c.call_id for c in calls)
+    assert all(r.ok for r in results)

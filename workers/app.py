@@ -1,0 +1,94 @@
+"""The workers' Celery app: broker, backend and the reliability profile, nothing else.
+
+The profile is DESIGN.md decision 6: late acknowledgement and requeue when a worker is lost
+(a call is acknowledged only once its result is stored), prefetch 1 (a forwarding worker does
+not hoard calls another could start), a soft shutdown window, time limits above the slowest
+function's own timeout, and a visibility timeout above the hard limit plus the longest
+retry delay (checked here, at start, rather than discovered as duplicate runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from dispatcher.errors import ConfigError
+from dispatcher.keys import job_queue
+from workers import redaction
+from workers.tasks import register_tasks
+
+if TYPE_CHECKING:
+    from dispatcher.app import Blueprint
+
+__all__ = ["create_celery_app", "served_job_ids"]
+
+
+def served_job_ids(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> list[int]:
+    """The jobs a worker serves: ``jobs`` if given, else every job of the blueprint.
+
+    Raises
+    ------
+    ConfigError
+        No job to serve, or a job the blueprint does not define.
+    """
+    job_ids = sorted(set(jobs)) if jobs is not None else blueprint.job_ids()
+    if not job_ids:
+        raise ConfigError("the app defines no job: nothing to serve")
+    unknown = [job_id for job_id in job_ids if not blueprint.knows(job_id)]
+    if unknown:
+        raise ConfigError(f"the app defines no job {unknown}")
+    return job_ids
+
+
+def create_celery_app(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> Celery:
+    """The Celery app of a worker serving ``jobs`` (default: all) of ``blueprint``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown jobs, or a visibility timeout too short for the served jobs' time limits.
+    """
+    settings = blueprint.settings
+    job_ids = served_job_ids(blueprint, jobs)
+    function_timeouts_s = [
+        blueprint.registry.get(job_id).job_config(job_id).timeout_secs
+        for job_id in job_ids
+        if job_id in blueprint.registry
+    ]
+    time_limits_s = settings.time_limits_s(function_timeouts_s)
+    if not settings.is_embedded:
+        try:
+            settings.check_visibility_timeout(time_limits_s[1])
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+
+    app = Celery("blueprint-faas", set_as_current=True)
+    app.conf.update(settings.celery_connection_config())
+    app.conf.update(
+        task_queues=[_job_queue(job_id) for job_id in job_ids],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_track_started=False,
+        worker_prefetch_multiplier=1,
+        worker_soft_shutdown_timeout=settings.soft_shutdown_s,
+        worker_enable_soft_shutdown_on_idle=True,
+        # With Redis an acknowledgement still works after a reconnect, so a running call is
+        # left to finish and store its result instead of being cancelled and run again.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_send_task_events=settings.send_events,
+        task_send_sent_event=False,
+        worker_disable_rate_limits=True,
+    )
+    register_tasks(app, blueprint, time_limits_s=time_limits_s)
+    redaction.install()
+    return app
+
+
+def _job_queue(job_id: int) -> Queue:
+    # The same declaration the runner's Celery makes for a queue it publishes to by name.
+    name = job_queue(job_id)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)

@@ -1,0 +1,188 @@
+"""The execute task: run one JobCall locally or on its FaaS executor, exactly once per result.
+
+The task is a short sequence of named steps: decode the call, skip it if its outcome is
+already stored (announcing it again, never running it), run it, then retry or store the
+result. Every outcome the job can have,
+failures included, is a *successful task* whose value is a JobResult wire dict: it is stored
+once, and the runner gets it like any other result. (Warm and health tasks for FaaS jobs
+belong beside it in this module.)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from dispatcher.errors import DecodeError, UnknownJob
+from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult
+from dispatcher.keys import (
+    EXECUTE_TASK,
+    JOB_QUEUE_PREFIX,
+    MALFORMED_CALL_KIND,
+    UNKNOWN_JOB_KIND,
+)
+from dispatcher.router import JobContext
+from providers.errors import ErrorKind, FaasError
+from workers.backoff import compute_backoff_s
+from workers.idempotency import announce_stored, stored_outcome
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from dispatcher.app import Blueprint
+
+__all__ = ["ExecuteTask", "register_tasks"]
+
+logger = logging.getLogger("blueprint_faas.workers")
+
+
+class ExecuteTask(Task):  # type: ignore[misc]
+    """Base of the execute task; ``blueprint`` is set when the task is registered."""
+
+    blueprint: ClassVar[Blueprint]
+    # Arguments are checked by the decode step, so a malformed message gets an error result
+    # instead of a TypeError before the task body runs.
+    typing = False
+
+
+class _Retryable(Exception):
+    """Internal: the attempt failed in a way that may succeed later."""
+
+    def __init__(self, error: FaasError, ran_on: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.ran_on = ran_on
+
+
+def register_tasks(
+    app: Celery, blueprint: Blueprint, *, time_limits_s: tuple[float, float]
+) -> None:
+    """Register the execute task of ``blueprint`` on ``app``."""
+    soft_s, hard_s = time_limits_s
+    app.task(
+        name=EXECUTE_TASK,
+        bind=True,
+        base=ExecuteTask,
+        blueprint=blueprint,
+        soft_time_limit=soft_s,
+        time_limit=hard_s,
+    )(_execute)
+
+
+def _execute(task: ExecuteTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    call = _decode(task, args, kwargs)
+    if isinstance(call, JobResult):
+        return call.to_wire()
+    stored = stored_outcome(task.backend, call.call_id)
+    if stored is not None:
+        logger.info("call %s already has a result; not running it again", call.call_id)
+        announce_stored(task.backend, call.call_id, stored)
+        raise Ignore()
+    attempt = task.request.retries + 1
+    try:
+        return _run(task.blueprint, call, attempt).to_wire()
+    except _Retryable as failure:
+        return _retry_or_give_up(task, call, failure, attempt)
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+
+def _decode(
+    task: ExecuteTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> JobCall | JobResult:
+    """The call in the message, or the error result of a message that holds none."""
+    try:
+        if len(args) != 1 or kwargs:
+            raise DecodeError("an execute task takes exactly one JobCall wire dict", args)
+        call = JobCall.from_wire(args[0])
+    except DecodeError as error:
+        stand_in = JobCall(job_id=_queue_job_id(task), call_id=task.request.id)
+        logger.warning("malformed call %s: %s", task.request.id, error)
+        return JobResult.failure(stand_in, JobError(kind=MALFORMED_CALL_KIND, message=str(error)))
+    if call.call_id != task.request.id:
+        # The task id is the idempotency key; a call claiming another id is not trusted.
+        message = f"call_id {call.call_id!r} differs from the task id {task.request.id!r}"
+        stand_in = JobCall(job_id=call.job_id, call_id=task.request.id, metadata=call.metadata)
+        return JobResult.failure(stand_in, JobError(kind=MALFORMED_CALL_KIND, message=message))
+    return call
+
+
+def _run(blueprint: Blueprint, call: JobCall, attempt: int) -> JobResult:
+    """Run the call once: on its executor if it has one, else its local handler.
+
+    Raises
+    ------
+    _Retryable
+        A retryable FaaS error (from a provider, or raised by a local handler on purpose).
+    """
+    ran_on = LOCAL
+    try:
+        if call.job_id in blueprint.registry:
+            executor = blueprint.registry.get(call.job_id)
+            ran_on = executor.provider_name
+            response = executor.invoke_with_metrics(call.job_id, call.args)
+            return JobResult.success(
+                call, response.body, ran_on=ran_on, attempts=attempt, metrics=response.metrics
+            )
+        ctx = JobContext(call.job_id, call.call_id, call.metadata, attempt)
+        body = blueprint.router.call(call.job_id, call.args, ctx)
+        return JobResult.success(call, body, attempts=attempt)
+    except FaasError as error:
+        if error.retryable:
+            raise _Retryable(error, ran_on) from error
+        return JobResult.failure(
+            call, JobError.from_faas_error(error), ran_on=ran_on, attempts=attempt
+        )
+    except UnknownJob as error:
+        return _failure(call, UNKNOWN_JOB_KIND, str(error), attempt)
+    except SoftTimeLimitExceeded:
+        return _failure(call, ErrorKind.TIMEOUT, "the job ran past its time limit", attempt, ran_on)
+    except Exception as error:  # the job's own failure: reported, never retried
+        logger.info("job %s failed on call %s: %r", call.job_id, call.call_id, error)
+        message = f"{type(error).__name__}: {error}"
+        return _failure(call, ErrorKind.FUNCTION_ERROR, message, attempt, ran_on)
+
+
+def _retry_or_give_up(
+    task: ExecuteTask, call: JobCall, failure: _Retryable, attempt: int
+) -> dict[str, Any]:
+    settings = task.blueprint.settings
+    retries = task.request.retries
+    if retries >= settings.retry_max:
+        error = JobError.from_faas_error(failure.error)
+        message = f"gave up after {attempt} attempts: {error.message}"
+        error = JobError(error.kind, message, error.retryable, error.provider, error.status)
+        return JobResult.failure(call, error, ran_on=failure.ran_on, attempts=attempt).to_wire()
+    countdown_s = compute_backoff_s(
+        retries,
+        base_s=settings.retry_base_s,
+        cap_s=settings.retry_cap_s,
+        retry_after_s=failure.error.retry_after_s,
+    )
+    logger.info(
+        "call %s attempt %d failed (%s); retrying in %.2fs",
+        call.call_id,
+        attempt,
+        failure.error.kind,
+        countdown_s,
+    )
+    raise task.retry(countdown=countdown_s, max_retries=None, exc=failure.error)
+
+
+def _failure(
+    call: JobCall, kind: str, message: str, attempt: int, ran_on: str = LOCAL
+) -> JobResult:
+    return JobResult.failure(
+        call, JobError(kind=str(kind), message=message), ran_on=ran_on, attempts=attempt
+    )
+
+
+def _queue_job_id(task: ExecuteTask) -> int:
+    # A message too broken to name its job is reported under the job of its queue.
+    routing_key = (task.request.delivery_info or {}).get("routing_key") or ""
+    suffix = routing_key.removeprefix(JOB_QUEUE_PREFIX)
+    return int(suffix) if suffix.isdigit() and int(suffix) < 2**32 else 0
