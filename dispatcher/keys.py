@@ -9,8 +9,10 @@ from __future__ import annotations
 from providers.base import check_job_id
 
 __all__ = [
+    "BEAT_LOCK_KEY",
     "EXECUTE_TASK",
     "HEALTH_TASK",
+    "INVOCATION_LEDGER_KEY",
     "JOB_QUEUE_PREFIX",
     "KEY_PREFIX",
     "MALFORMED_CALL_KIND",
@@ -22,6 +24,7 @@ __all__ = [
     "WARM_QUEUE",
     "WARM_TASK",
     "WORKER_FAILURE_KIND",
+    "health_key",
     "job_queue",
 ]
 
@@ -53,6 +56,19 @@ METRICS_PREFIX = "blueprint_faas_"
 METRICS_PORT_DEFAULT = 9808
 #: prometheus_client's own variable naming the directory its worker processes share.
 METRICS_MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+#: Redis stream of recent FaaS invocations (job, provider, durations, memory, cost), capped;
+#: what ``blueprint-faas cost`` summarises.
+INVOCATION_LEDGER_KEY = f"{KEY_PREFIX}invocations"
+#: The lock that lets exactly one ``blueprint-faas beat`` schedule at a time.
+BEAT_LOCK_KEY = f"{KEY_PREFIX}beat-lock"
+_HEALTH_KEY_PREFIX = f"{KEY_PREFIX}health:"
+
+
+def health_key(job_id: int) -> str:
+    """The Redis hash holding a FaaS job's last health status, time and error."""
+    return f"{_HEALTH_KEY_PREFIX}{check_job_id(job_id)}"
 
 
 def job_queue(job_id: int) -> str:
