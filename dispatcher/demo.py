@@ -79,7 +79,7 @@ def run_demo(
             _deploy_square(faas_url)
             out(f"reference FaaS server at {faas_url}; job {FAAS_JOB} deployed")
             env = {**os.environ, **settings.to_env(), DEMO_FAAS_URL_ENV: faas_url}
-            with _worker(env, pool):
+            with _worker(env, pool, Path(tmp) / "worker.log"):
                 demo_app = build_app().with_settings(settings)
                 warm_up = JobCall(LOCAL_JOB, (1).to_bytes(8, "big"))
                 submit(demo_app, warm_up, wait=True, timeout_s=_START_TIMEOUT_S)
@@ -107,7 +107,7 @@ def _run_calls(
             out(f"job {result.job_id} x={x}: FAILED on {result.ran_on}: {result.error}")
             return
         line = (
-            f"job {result.job_id} x={x} -> {int.from_bytes(result.body, 'big')}"
+            f"job {result.job_id}  {x!s:>4}² = {int.from_bytes(result.body, 'big')!s:<8}"
             f"  ran on {result.ran_on:<6}  round trip {elapsed_ms:7.1f} ms"
         )
         if result.metrics is not None:
@@ -138,26 +138,36 @@ def _reference_server(data_dir: Path) -> Iterator[str]:
     port = _free_port()
     command = [sys.executable, "-m", "providers.reference_server", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--data-dir", str(data_dir)]
-    with _process(command, dict(os.environ)):
+    with _process(command, dict(os.environ), data_dir.parent / "reference-server.log"):
         url = f"http://127.0.0.1:{port}"
         _wait_for_port(port)
         yield url
 
 
 @contextlib.contextmanager
-def _worker(env: dict[str, str], pool: str) -> Iterator[None]:
-    command = [sys.executable, "-c", "from dispatcher.cli import main; main()", "worker"]
+def _worker(env: dict[str, str], pool: str, log_path: Path) -> Iterator[None]:
+    command = [sys.executable, "-m", "dispatcher", "worker"]
     command += ["--app", "dispatcher.demo", "--pool", pool, "--concurrency", "4"]
     command += ["--loglevel", "WARNING"]
-    with _process(command, env):
+    with _process(command, env, log_path):
         yield
 
 
 @contextlib.contextmanager
-def _process(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, env=env)
+def _process(
+    command: list[str], env: dict[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` with its output in ``log_path``; the log is shown if the demo fails.
+
+    The demo's own lines are the product here; a worker's banner would bury them.
+    """
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process
+    except BaseException:
+        sys.stderr.write(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')}")
+        raise
     finally:
         process.send_signal(signal.SIGTERM)
         try:

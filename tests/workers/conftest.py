@@ -290,7 +290,7 @@ def start_worker(
             apps.FLAKY_URL_ENV: flaky_function.url,
             apps.COUNTER_REDIS_ENV: redis_server.url(0),
         }
-        command = [sys.executable, "-c", "from dispatcher.cli import main; main()", "worker"]
+        command = [sys.executable, "-m", "dispatcher", "worker"]
         command += ["--app", "tests.workers.apps", "--pool", pool]
         command += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
         if jobs is not None:

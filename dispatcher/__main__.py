@@ -1,0 +1,5 @@
+"""``python -m dispatcher`` runs the ``blueprint-faas`` command (workers start this way)."""
+
+from dispatcher.cli import main
+
+main()
