@@ -17,6 +17,8 @@ if TYPE_CHECKING:
         DecodeError,
         DispatcherError,
         InvalidJobCall,
+        NotAFaasJob,
+        ProviderMismatch,
         UnknownJob,
     )
     from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult, ResultStatus
@@ -62,6 +64,8 @@ __all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
     "DecodeError",
     "DispatcherError",
     "InvalidJobCall",
+    "NotAFaasJob",
+    "ProviderMismatch",
     "UnknownJob",
 ]
 
@@ -84,7 +88,15 @@ _MODULE_OF = {
     ),
     "job_queue": "keys",
     **dict.fromkeys(
-        ("ConfigError", "DecodeError", "DispatcherError", "InvalidJobCall", "UnknownJob"),
+        (
+            "ConfigError",
+            "DecodeError",
+            "DispatcherError",
+            "InvalidJobCall",
+            "NotAFaasJob",
+            "ProviderMismatch",
+            "UnknownJob",
+        ),
         "errors",
     ),
 }

@@ -12,9 +12,12 @@ from typing import Annotated
 
 import typer
 
+from dispatcher._cli_operations import operations_cli
+
 __all__ = ["cli", "main"]
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+cli.add_typer(operations_cli)  # deploy, warm, health, info, undeploy, status, cost
 
 _App = Annotated[str, typer.Option("--app", "-A", help="App module, or module:attr.")]
 
@@ -95,6 +98,46 @@ def demo(
     results = run_demo(tuple(range(2, 2 + count)), pool=pool)
     if not all(result.ok for result in results):
         raise typer.Exit(1)
+
+
+@cli.command()
+def beat(
+    app: _App,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Send the warm and health tasks of the app's FaaS jobs (one beat schedules at a time)."""
+    from dispatcher.app import load_app
+    from dispatcher.errors import ConfigError
+    from workers.entry import run_beat
+
+    try:
+        run_beat(load_app(app), loglevel=loglevel)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+@cli.command()
+def flower(
+    app: _App,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5555,
+    address: Annotated[str, typer.Option(help="Interface to listen on; all by default.")] = "",
+    basic_auth: Annotated[
+        str | None,
+        typer.Option(envvar="FLOWER_BASIC_AUTH", help="user:password (prefer the env var)."),
+    ] = None,
+    no_auth: Annotated[bool, typer.Option(help="Serve without authentication.")] = False,
+) -> None:
+    """Serve Flower for the app's workers, tasks and queues, behind basic auth."""
+    from dispatcher.app import load_app
+    from dispatcher.errors import ConfigError
+    from workers.entry import run_flower
+
+    try:
+        run_flower(
+            load_app(app), port=port, address=address, basic_auth=basic_auth, no_auth=no_auth
+        )
+    except ConfigError as error:
+        raise typer.BadParameter(str(error)) from error
 
 
 @cli.command("reference-server")

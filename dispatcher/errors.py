@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DecodeError", "DispatcherError", "InvalidJobCall", "UnknownJob"]
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "DispatcherError",
+    "InvalidJobCall",
+    "NotAFaasJob",
+    "ProviderMismatch",
+    "UnknownJob",
+]
 
 
 class DispatcherError(Exception):
@@ -32,3 +40,23 @@ class DecodeError(DispatcherError):
 
 class ConfigError(DispatcherError):
     """Settings or an app definition that cannot work (unknown key, bad URL, bad module)."""
+
+
+class NotAFaasJob(DispatcherError, LookupError):
+    """A FaaS operation (deploy, warm, health...) on a job that runs locally."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} runs locally: it has no FaaS executor")
+        self.job_id = job_id
+
+
+class ProviderMismatch(DispatcherError):
+    """The provider named for an operation is not the one the app registered for the job."""
+
+    def __init__(self, job_id: int, expected: str, given: str) -> None:
+        super().__init__(
+            f"job {job_id} runs on provider {expected!r}, not {given!r} (see the app's registry)"
+        )
+        self.job_id = job_id
+        self.expected = expected
+        self.given = given

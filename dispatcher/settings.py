@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dispatcher.errors import ConfigError
+from dispatcher.keys import METRICS_PORT_DEFAULT
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -49,6 +50,14 @@ DEFAULT_RESULT_EXPIRES_S = 86_400.0
 DEFAULT_MAX_IN_FLIGHT = 100
 DEFAULT_SOFT_SHUTDOWN_S = 10.0
 DEFAULT_POLL_INTERVAL_S = 0.05
+#: Beat warms keep_warm jobs no more often than this by default (providers bill warm starts).
+DEFAULT_WARM_INTERVAL_S = 300.0
+DEFAULT_WARM_INSTANCES = 1
+DEFAULT_HEALTH_INTERVAL_S = 60.0
+#: Time limit of a warm or health task: control-plane calls, not jobs.
+DEFAULT_CONTROL_TIME_LIMIT_S = 30.0
+#: The beat lock expires this long after its holder's last heartbeat (renewed every third).
+DEFAULT_BEAT_LOCK_TTL_S = 30.0
 
 # Variables under our prefix that belong to another component: the reference server's own
 # ``BLUEPRINT_FAAS_SERVER_*`` options are not settings of the runner or the workers.
@@ -116,6 +125,24 @@ class Settings(BaseModel):
     poll_interval_s: float = Field(DEFAULT_POLL_INTERVAL_S, gt=0)
     #: Workers send task events (for Flower).
     send_events: bool = False
+
+    #: Port of a worker's Prometheus exporter; 0 disables it. One worker per port and host.
+    metrics_port: int = Field(METRICS_PORT_DEFAULT, ge=0, le=65_535)
+    #: Price of a GiB-second on the custom platform (for the cost metric and ledger).
+    custom_price_per_gb_second_usd: float = Field(0.0, ge=0)
+    #: Price of a million invocations on the custom platform.
+    custom_price_per_million_requests_usd: float = Field(0.0, ge=0)
+
+    #: Beat sends a warm task for each ``keep_warm`` FaaS job this often.
+    warm_interval_s: float = Field(DEFAULT_WARM_INTERVAL_S, gt=0)
+    #: Instances each warm task asks the provider to keep started.
+    warm_instances: int = Field(DEFAULT_WARM_INSTANCES, ge=1, le=1000)
+    #: Beat sends a health task for each FaaS job this often.
+    health_interval_s: float = Field(DEFAULT_HEALTH_INTERVAL_S, gt=0)
+    #: Soft time limit of warm and health tasks (the hard limit is 5 s later).
+    control_time_limit_s: float = Field(DEFAULT_CONTROL_TIME_LIMIT_S, gt=0)
+    #: Seconds the beat lock outlives its holder's last heartbeat: the takeover delay.
+    beat_lock_ttl_s: float = Field(DEFAULT_BEAT_LOCK_TTL_S, ge=1)
 
     @model_validator(mode="after")
     def _redelivery_waits_for_the_slowest_task(self) -> Self:

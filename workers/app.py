@@ -5,25 +5,33 @@ The profile is DESIGN.md decision 6: late acknowledgement and requeue when a wor
 not hoard calls another could start), a soft shutdown window, time limits above the slowest
 function's own timeout, and a visibility timeout above the hard limit plus the longest
 retry delay (checked here, at start, rather than discovered as duplicate runs).
+
+Every worker also consumes the control queue (``blueprint.control``) that carries warm and
+health tasks: the app definition gives every worker every executor, so any idle worker can
+run them, and a separate queue keeps them from waiting behind a long job queue. The beat app
+(:func:`create_beat_app`) only sends: its schedule is :mod:`workers.beat`, its lock
+:mod:`workers.scheduler`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from dispatcher.errors import ConfigError
-from dispatcher.keys import job_queue
-from workers import redaction
+from dispatcher.keys import HEALTH_TASK, WARM_QUEUE, WARM_TASK, job_queue
+from workers import exporter, observe, redaction
+from workers.beat import beat_schedule
 from workers.tasks import register_tasks
 
 if TYPE_CHECKING:
     from dispatcher.app import Blueprint
 
-__all__ = ["create_celery_app", "served_job_ids"]
+__all__ = ["create_beat_app", "create_celery_app", "served_job_ids"]
 
 
 def served_job_ids(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> list[int]:
@@ -68,7 +76,8 @@ def create_celery_app(blueprint: Blueprint, jobs: Iterable[int] | None = None) -
     app = Celery("blueprint-faas", set_as_current=True)
     app.conf.update(settings.celery_connection_config())
     app.conf.update(
-        task_queues=[_job_queue(job_id) for job_id in job_ids],
+        task_queues=[*(_job_queue(job_id) for job_id in job_ids), _job_queue_named(WARM_QUEUE)],
+        task_routes=_CONTROL_ROUTES,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -85,10 +94,48 @@ def create_celery_app(blueprint: Blueprint, jobs: Iterable[int] | None = None) -
     )
     register_tasks(app, blueprint, time_limits_s=time_limits_s)
     redaction.install()
+    observe.install()
+    exporter.install(settings.metrics_port)
     return app
 
 
+def create_beat_app(blueprint: Blueprint) -> Celery:
+    """The Celery app of ``blueprint-faas beat``: the schedule of the blueprint's FaaS jobs.
+
+    The scheduler is :class:`workers.scheduler.SingleBeatScheduler`, which sends only while it
+    holds the beat lock on the broker's Redis.
+
+    Raises
+    ------
+    ConfigError
+        The broker is not Redis (the lock lives there).
+    """
+    settings = blueprint.settings
+    if urlsplit(settings.resolved_broker_url).scheme not in _LOCKABLE_SCHEMES:
+        raise ConfigError("beat needs a Redis broker for its lock: set BLUEPRINT_FAAS_BROKER_URL")
+    app = Celery("blueprint-faas-beat", set_as_current=True)
+    app.conf.update(settings.celery_connection_config())
+    app.conf.update(
+        task_queues=[_job_queue_named(WARM_QUEUE)],
+        task_routes=_CONTROL_ROUTES,
+        beat_schedule=beat_schedule(blueprint),
+        beat_scheduler="workers.scheduler:SingleBeatScheduler",
+        blueprint_beat_lock_url=settings.resolved_broker_url,
+        blueprint_beat_lock_ttl_s=settings.beat_lock_ttl_s,
+    )
+    return app
+
+
+#: Broker URL schemes whose server can hold the beat lock.
+_LOCKABLE_SCHEMES = frozenset({"redis", "rediss", "unix"})
+#: Warm and health tasks go to the control queue, whoever sends them.
+_CONTROL_ROUTES = {name: {"queue": WARM_QUEUE} for name in (WARM_TASK, HEALTH_TASK)}
+
+
 def _job_queue(job_id: int) -> Queue:
+    return _job_queue_named(job_queue(job_id))
+
+
+def _job_queue_named(name: str) -> Queue:
     # The same declaration the runner's Celery makes for a queue it publishes to by name.
-    name = job_queue(job_id)
     return Queue(name, Exchange(name, type="direct"), routing_key=name)

@@ -1,4 +1,7 @@
-"""Starting a worker process for an app definition (what ``blueprint-faas worker`` runs)."""
+"""Starting the long-running processes of an app definition: worker, beat and Flower.
+
+What ``blueprint-faas worker``, ``beat`` and ``flower`` run.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,16 @@ import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from dispatcher.keys import job_queue
-from workers.app import create_celery_app, served_job_ids
+from dispatcher.errors import ConfigError
+from dispatcher.keys import WARM_QUEUE, job_queue
+from workers.app import create_beat_app, create_celery_app, served_job_ids
 
 if TYPE_CHECKING:
     from dispatcher.app import Blueprint
 
-__all__ = ["Pool", "run_worker"]
+__all__ = ["FLOWER_PORT_DEFAULT", "Pool", "run_beat", "run_flower", "run_worker"]
+
+FLOWER_PORT_DEFAULT = 5555
 
 Pool = Literal["prefork", "threads", "gevent", "solo"]
 
@@ -29,6 +35,9 @@ def run_worker(
 ) -> None:
     """Serve the queues of ``jobs`` (default: every job of the blueprint) until stopped.
 
+    The worker also serves the control queue (warm and health tasks), sends task events
+    when the ``send_events`` setting is on, and exports metrics on ``metrics_port``.
+
     For the gevent pool the caller must have monkey-patched the process before importing
     Celery, Redis or httpx (the CLI does it first thing).
 
@@ -39,9 +48,10 @@ def run_worker(
     """
     job_ids = served_job_ids(blueprint, jobs)
     app = create_celery_app(blueprint, job_ids)
+    queues = [*(job_queue(job_id) for job_id in job_ids), WARM_QUEUE]
     argv = [
         "worker",
-        f"--queues={','.join(job_queue(job_id) for job_id in job_ids)}",
+        f"--queues={','.join(queues)}",
         f"--pool={pool}",
         f"--loglevel={loglevel}",
         f"--hostname={hostname or f'blueprint-{os.getpid()}@{socket.gethostname()}'}",
@@ -52,4 +62,54 @@ def run_worker(
     ]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")
+    if blueprint.settings.send_events:
+        argv.append("--task-events")
     app.worker_main(argv)
+
+
+def run_beat(blueprint: Blueprint, *, loglevel: str = "INFO") -> None:
+    """Run beat for the blueprint's FaaS jobs until stopped (:mod:`workers.beat`).
+
+    Start as many as you like: only the holder of the beat lock sends, the others stand by.
+
+    Raises
+    ------
+    ConfigError
+        No Redis broker configured (the lock lives there).
+    """
+    app = create_beat_app(blueprint)
+    app.start(["beat", f"--loglevel={loglevel}"])
+
+
+def run_flower(
+    blueprint: Blueprint,
+    *,
+    port: int = FLOWER_PORT_DEFAULT,
+    address: str = "",
+    basic_auth: str | None = None,
+    no_auth: bool = False,
+) -> None:
+    """Serve Flower for the blueprint's broker until stopped.
+
+    Parameters
+    ----------
+    basic_auth:
+        ``user:password`` (several separated by commas) protecting the UI and the API.
+    no_auth:
+        Serve without authentication; must be asked for explicitly.
+
+    Raises
+    ------
+    ConfigError
+        Neither ``basic_auth`` nor ``no_auth`` was given, or ``basic_auth`` is malformed.
+    """
+    if not basic_auth and not no_auth:
+        raise ConfigError("Flower needs --basic-auth user:password (or an explicit --no-auth)")
+    if basic_auth and any(":" not in pair for pair in basic_auth.split(",")):
+        raise ConfigError("--basic-auth must be user:password")
+    app = create_celery_app(blueprint)
+    argv = ["flower", f"--port={port}", f"--address={address}"]
+    if basic_auth:
+        # Passed in-process, never on a command line another user could read.
+        argv.append(f"--basic-auth={basic_auth}")
+    app.start(argv)

@@ -1,24 +1,29 @@
 """Keeping payloads and metadata out of Flower, task events and worker logs.
 
-Two hooks: every execute message a worker publishes (a retry) gets a redacted ``argsrepr``,
-which is what Flower and task events show; and Celery's "succeeded" log line shows the shape
-of the result instead of its body and metadata values. Secrets never travel in messages at
-all (DESIGN.md decision 5); this keeps job data out of places operators browse.
+Three hooks: every execute message a worker publishes (a retry) gets a redacted ``argsrepr``,
+which is what Flower and task events show; the execute task's return value is a
+:class:`SummarizedResult`, whose repr (what ``task-succeeded`` events carry, as Celery builds
+them from ``repr(result)``) is a summary while its JSON form is the full wire dict; and
+Celery's "succeeded" log line shows the shape of the result instead of its values.
+Secrets never travel in messages at all (DESIGN.md decision 5); this keeps job data out of
+places operators browse.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ParamSpec
 
 from celery.signals import before_task_publish
 
 from dispatcher.keys import EXECUTE_TASK
 
-__all__ = ["install", "summarize_call"]
+__all__ = ["SummarizedResult", "install", "summarize_call", "summarize_result", "summarized"]
 
 _TRACE_LOGGER = "celery.app.trace"
+_P = ParamSpec("_P")
 
 
 def summarize_call(args: object) -> str:
@@ -32,6 +37,62 @@ def summarize_call(args: object) -> str:
     # base64 of n bytes is 4*ceil(n/3) characters; the exact count needs the padding.
     size = (len(encoded) * 3) // 4 - encoded.count("=") if isinstance(encoded, str) else 0
     return f"<call job_id={wire.get('job_id')} args_bytes={size} metadata_keys={keys}>"
+
+
+def summarize_result(wire: Mapping[str, Any]) -> str:
+    """A JobResult wire dict shown as job id, outcome, where it ran and sizes only."""
+    metadata = wire.get("metadata")
+    keys = sorted(metadata) if isinstance(metadata, Mapping) else []
+    body = wire.get("body")
+    size = (len(body) * 3) // 4 - body.count("=") if isinstance(body, str) else 0
+    error = wire.get("error")
+    kind = error.get("kind") if isinstance(error, Mapping) else None
+    return (
+        f"<result job_id={wire.get('job_id')} ok={wire.get('ok')} ran_on={wire.get('ran_on')} "
+        f"attempts={wire.get('attempts')} error_kind={kind} body_bytes={size} "
+        f"metadata_keys={keys}>"
+    )
+
+
+class SummarizedResult(Mapping[str, Any]):
+    """A JobResult wire dict that reprs as its summary and serialises as itself.
+
+    It is a Mapping but not a dict, so Celery's ``saferepr`` calls our ``__repr__`` instead
+    of walking the values, and kombu's JSON encoder stores ``__json__()``: the backend, the
+    runner and the idempotency guard see the plain wire dict.
+    """
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: Mapping[str, Any]) -> None:
+        self.wire = wire
+
+    def __getitem__(self, key: str) -> Any:
+        return self.wire[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.wire)
+
+    def __len__(self) -> int:
+        return len(self.wire)
+
+    def __json__(self) -> Mapping[str, Any]:
+        return self.wire
+
+    def __repr__(self) -> str:
+        return summarize_result(self.wire)
+
+
+def summarized(
+    run: Callable[_P, Mapping[str, Any]],
+) -> Callable[_P, SummarizedResult]:
+    """Wrap a task body so that its wire-dict result is a :class:`SummarizedResult`."""
+
+    @functools.wraps(run)
+    def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> SummarizedResult:
+        return SummarizedResult(run(*args, **kwargs))
+
+    return wrapped
 
 
 def install() -> None:

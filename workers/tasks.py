@@ -4,8 +4,12 @@ The task is a short sequence of named steps: decode the call, skip it if its out
 already stored (announcing it again, never running it), run it, then retry or store the
 result. Every outcome the job can have,
 failures included, is a *successful task* whose value is a JobResult wire dict: it is stored
-once, and the runner gets it like any other result. (Warm and health tasks for FaaS jobs
-belong beside it in this module.)
+once, and the runner gets it like any other result.
+
+Beside it, the control tasks of FaaS jobs, which beat sends to the control queue: warm asks
+the job's executor to start instances ahead of calls, health checks the function and stores
+the outcome in Redis (:mod:`workers.health`). They run once (no retry: the next period sends
+another), under a short time limit, and their messages expire so a stale one is dropped.
 """
 
 from __future__ import annotations
@@ -20,23 +24,31 @@ from dispatcher.errors import DecodeError, UnknownJob
 from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult
 from dispatcher.keys import (
     EXECUTE_TASK,
+    HEALTH_TASK,
     JOB_QUEUE_PREFIX,
     MALFORMED_CALL_KIND,
     UNKNOWN_JOB_KIND,
+    WARM_QUEUE,
+    WARM_TASK,
 )
 from dispatcher.router import JobContext
 from providers.errors import ErrorKind, FaasError
 from workers.backoff import compute_backoff_s
+from workers.health import HealthStatus, store_health
 from workers.idempotency import announce_stored, stored_outcome
+from workers.redaction import summarized
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from dispatcher.app import Blueprint
 
-__all__ = ["ExecuteTask", "register_tasks"]
+__all__ = ["CONTROL_HARD_LIMIT_EXTRA_S", "ControlTask", "ExecuteTask", "register_tasks"]
 
 logger = logging.getLogger("blueprint_faas.workers")
+
+#: The hard time limit of a control task is its soft limit plus this.
+CONTROL_HARD_LIMIT_EXTRA_S = 5.0
 
 
 class ExecuteTask(Task):  # type: ignore[misc]
@@ -46,6 +58,19 @@ class ExecuteTask(Task):  # type: ignore[misc]
     # Arguments are checked by the decode step, so a malformed message gets an error result
     # instead of a TypeError before the task body runs.
     typing = False
+
+
+class ControlTask(Task):  # type: ignore[misc]
+    """Base of the warm and health tasks: run once, result not stored, message not re-run.
+
+    A lost or failed control task is simply sent again at the next period, so it is acked
+    early, never retried, and its result (a count or a status) is not kept.
+    """
+
+    blueprint: ClassVar[Blueprint]
+    ignore_result = True
+    acks_late = False
+    max_retries = 0
 
 
 class _Retryable(Exception):
@@ -60,7 +85,7 @@ class _Retryable(Exception):
 def register_tasks(
     app: Celery, blueprint: Blueprint, *, time_limits_s: tuple[float, float]
 ) -> None:
-    """Register the execute task of ``blueprint`` on ``app``."""
+    """Register the execute task and the control tasks (warm, health) of ``blueprint``."""
     soft_s, hard_s = time_limits_s
     app.task(
         name=EXECUTE_TASK,
@@ -69,7 +94,18 @@ def register_tasks(
         blueprint=blueprint,
         soft_time_limit=soft_s,
         time_limit=hard_s,
-    )(_execute)
+    )(summarized(_execute))
+    control_s = blueprint.settings.control_time_limit_s
+    for name, run in ((WARM_TASK, _warm), (HEALTH_TASK, _health)):
+        app.task(
+            name=name,
+            bind=True,
+            base=ControlTask,
+            blueprint=blueprint,
+            queue=WARM_QUEUE,
+            soft_time_limit=control_s,
+            time_limit=control_s + CONTROL_HARD_LIMIT_EXTRA_S,
+        )(run)
 
 
 def _execute(task: ExecuteTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -171,6 +207,34 @@ def _retry_or_give_up(
         countdown_s,
     )
     raise task.retry(countdown=countdown_s, max_retries=None, exc=failure.error)
+
+
+# -- the control tasks ------------------------------------------------------------------
+
+
+def _warm(task: ControlTask, job_id: int, instances: int) -> int:
+    """Ask the executor of FaaS job ``job_id`` to keep ``instances`` started."""
+    warmed = task.blueprint.registry.get(job_id).warm(job_id, instances)
+    logger.info("warmed job %s: %d of %d instances", job_id, warmed, instances)
+    return warmed
+
+
+def _health(task: ControlTask, job_id: int) -> str:
+    """Check FaaS job ``job_id``'s function and store the outcome in its health hash.
+
+    A check that cannot be made is stored as an error and raised (the task fails).
+    """
+    client = getattr(task.backend, "client", None)  # the result backend's Redis
+    try:
+        healthy = task.blueprint.registry.get(job_id).health_check(job_id)
+    except Exception as error:
+        if client is not None:
+            store_health(client, job_id, HealthStatus.ERROR, error)
+        raise
+    status = HealthStatus.HEALTHY if healthy else HealthStatus.UNHEALTHY
+    if client is not None:
+        store_health(client, job_id, status)
+    return status.value
 
 
 def _failure(

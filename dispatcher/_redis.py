@@ -1,0 +1,36 @@
+"""The Redis that operations read (health hashes, the invocation ledger): the result backend's."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import redis
+
+    from dispatcher.settings import Settings
+
+__all__ = ["REDIS_SCHEMES", "operations_redis"]
+
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_SOCKET_TIMEOUT_S = 5.0
+
+
+def operations_redis(settings: Settings) -> redis.Redis | None:
+    """A client of the result backend's Redis, or None when results are not kept in Redis.
+
+    Workers write health and ledger entries with their result backend's client (the broker's
+    Redis unless a separate backend is configured), so that is where they are read from. No
+    connection is made until the first command.
+    """
+    url = settings.resolved_result_backend
+    if urlsplit(url).scheme not in REDIS_SCHEMES:
+        return None
+    import redis
+
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=_SOCKET_TIMEOUT_S,
+    )

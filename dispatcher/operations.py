@@ -1,0 +1,250 @@
+"""Operating a FaaS job's function: deploy, warm, health, info and undeploy.
+
+Each operation finds the job's executor in the app's registry (the provider is the one the
+app registered; naming another is an error, never a silent switch) and calls it. Deploying
+builds the package from a Python handler ``module:function`` with the packager of the
+executor's provider: one function per provider name in :data:`PACKAGE_BUILDERS`, so another
+provider's runtime plugs in with :func:`register_package_builder`.
+
+These are what ``blueprint-faas deploy|warm|health|info|undeploy`` run; the CLI only parses
+and prints.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from dispatcher.errors import NotAFaasJob, ProviderMismatch, UnknownJob
+from providers.base import DEFAULT_CONFIG, FaasConfig, FaasDeployment
+from providers.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from dispatcher.app import Blueprint
+    from providers.base import FaasExecutor
+
+__all__ = [
+    "PACKAGE_BUILDERS",
+    "PackageBuilder",
+    "build_package",
+    "deploy",
+    "deployment_to_dict",
+    "executor_for",
+    "faas_config",
+    "health",
+    "info",
+    "parse_env_pairs",
+    "register_package_builder",
+    "undeploy",
+    "warm",
+]
+
+#: Builds a provider-ready zip from a handler ``module:function`` and the files to ship.
+PackageBuilder = Callable[[str, Sequence[Path]], bytes]
+
+
+def _custom_package(handler: str, sources: Sequence[Path]) -> bytes:
+    from providers.packaging import build_custom_package
+
+    return build_custom_package(handler, sources=sources)
+
+
+#: Provider name (an executor's ``provider_name``) -> its packager.
+PACKAGE_BUILDERS: dict[str, PackageBuilder] = {"custom": _custom_package}
+_builders_lock = threading.Lock()
+
+
+def register_package_builder(provider: str, builder: PackageBuilder) -> None:
+    """Use ``builder`` to package handlers for ``provider`` (replacing any earlier one)."""
+    with _builders_lock:
+        PACKAGE_BUILDERS[provider] = builder
+
+
+def build_package(provider: str, handler: str, sources: Sequence[str | Path]) -> bytes:
+    """The deployment zip of ``handler`` for ``provider``'s runtime.
+
+    Raises
+    ------
+    InvalidConfig
+        No packager is known for ``provider``, or the packager refuses the handler or the
+        sources (bad ``module:function``, a missing file).
+    """
+    try:
+        builder = PACKAGE_BUILDERS[provider]
+    except KeyError:
+        known = ", ".join(sorted(PACKAGE_BUILDERS))
+        raise InvalidConfig(
+            f"no packager for provider {provider!r} yet (known: {known}); "
+            "deploy a prebuilt zip with the provider's own tools",
+            provider=provider,
+        ) from None
+    return builder(handler, [Path(source) for source in sources])
+
+
+def executor_for(blueprint: Blueprint, job_id: int, provider: str | None = None) -> FaasExecutor:
+    """The executor the app registered for ``job_id``.
+
+    Parameters
+    ----------
+    provider:
+        When given, a check: it must be the executor's ``provider_name``.
+
+    Raises
+    ------
+    UnknownJob
+        The app defines no job ``job_id``.
+    NotAFaasJob
+        ``job_id`` is a local job.
+    ProviderMismatch
+        ``provider`` is not the registered executor's provider.
+    """
+    if job_id not in blueprint.registry:
+        if blueprint.knows(job_id):
+            raise NotAFaasJob(job_id)
+        raise UnknownJob(job_id)
+    executor = blueprint.registry.get(job_id)
+    if provider is not None and provider != executor.provider_name:
+        raise ProviderMismatch(job_id, executor.provider_name, provider)
+    return executor
+
+
+def deploy(
+    blueprint: Blueprint,
+    job_id: int,
+    handler: str,
+    *,
+    sources: Sequence[str | Path] = (),
+    config: FaasConfig = DEFAULT_CONFIG,
+    provider: str | None = None,
+) -> FaasDeployment:
+    """Package ``handler`` for the job's provider and deploy it (create or replace).
+
+    Parameters
+    ----------
+    handler:
+        ``module:function``, bytes in and bytes out.
+    sources:
+        Files and folders shipped in the package; the handler's module must be among them.
+    config:
+        Memory, timeout, environment, concurrency and keep-warm of the function.
+
+    Raises
+    ------
+    UnknownJob, NotAFaasJob, ProviderMismatch
+        As :func:`executor_for`.
+    FaasError
+        Packaging (InvalidConfig) or control-plane failures.
+    """
+    executor = executor_for(blueprint, job_id, provider)
+    package = build_package(executor.provider_name, handler, sources)
+    return executor.deploy_job(job_id, package, config)
+
+
+def warm(
+    blueprint: Blueprint, job_id: int, instances: int = 1, *, provider: str | None = None
+) -> int:
+    """Start ``instances`` instances of the job's function; return how many are warm.
+
+    Raises
+    ------
+    UnknownJob, NotAFaasJob, ProviderMismatch, FaasError
+        As :func:`deploy`; NotDeployed when the function is not there.
+    """
+    return executor_for(blueprint, job_id, provider).warm(job_id, instances)
+
+
+def health(blueprint: Blueprint, job_id: int, *, provider: str | None = None) -> bool:
+    """True when the job's function is deployed and able to run.
+
+    Raises
+    ------
+    UnknownJob, NotAFaasJob, ProviderMismatch, FaasError
+        As :func:`deploy`; a failure to ask (transport, auth) raises rather than answering.
+    """
+    return executor_for(blueprint, job_id, provider).health_check(job_id)
+
+
+def info(blueprint: Blueprint, job_id: int, *, provider: str | None = None) -> FaasDeployment:
+    """What the provider reports about the job's function.
+
+    Raises
+    ------
+    UnknownJob, NotAFaasJob, ProviderMismatch, FaasError
+        As :func:`deploy`; NotDeployed when there is no function.
+    """
+    return executor_for(blueprint, job_id, provider).get_deployment(job_id)
+
+
+def undeploy(blueprint: Blueprint, job_id: int, *, provider: str | None = None) -> None:
+    """Remove the job's function (removing one that is not there is not an error).
+
+    Raises
+    ------
+    UnknownJob, NotAFaasJob, ProviderMismatch, FaasError
+        As :func:`deploy`.
+    """
+    executor_for(blueprint, job_id, provider).undeploy_job(job_id)
+
+
+def deployment_to_dict(deployment: FaasDeployment) -> dict[str, Any]:
+    """A deployment as JSON-ready values (the date in ISO 8601)."""
+    values: dict[str, Any] = asdict(deployment)
+    if deployment.deployed_at is not None:
+        values["deployed_at"] = deployment.deployed_at.isoformat()
+    return values
+
+
+def parse_env_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``["K=V", ...]`` as a dict; the values may be secrets and are never echoed.
+
+    Raises
+    ------
+    InvalidConfig
+        A pair without ``=`` or with an empty name.
+    """
+    env: dict[str, str] = {}
+    for index, pair in enumerate(pairs, 1):
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            # Not echoed: a pair missing its name or its "=" may be a bare secret.
+            raise InvalidConfig(f"environment entry {index} is not NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def faas_config(
+    *,
+    memory_mb: int | None = None,
+    timeout_s: int | None = None,
+    env_vars: Mapping[str, str] | None = None,
+    keep_warm: bool = False,
+    max_concurrency: int | None = None,
+) -> FaasConfig:
+    """A FaasConfig from deploy options; a None keeps the default.
+
+    Raises
+    ------
+    InvalidConfig
+        A value out of range or an environment variable name that is not portable. The
+        message names the field and the rule, never a value (values may be secrets).
+    """
+    values: dict[str, Any] = {"keep_warm": keep_warm, "env_vars": dict(env_vars or {})}
+    if memory_mb is not None:
+        values["memory_mb"] = memory_mb
+    if timeout_s is not None:
+        values["timeout_secs"] = timeout_s
+    if max_concurrency is not None:
+        values["max_concurrency"] = max_concurrency
+    try:
+        return FaasConfig(**values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors(include_input=False, include_url=False)
+        )
+        raise InvalidConfig(f"invalid function config: {problems}") from None

@@ -1,0 +1,91 @@
+"""Celery beat's scheduler, sending only while it holds the beat lock: one schedule at a time.
+
+Any number of ``blueprint-faas beat`` processes may run; the one holding
+:data:`~dispatcher.keys.BEAT_LOCK_KEY` (a :class:`~workers.lock.RedisLock` on the broker's
+Redis) sends, the others wait as standbys. The holder renews the lock from its tick loop, so
+a beat that stops ticking (killed, wedged) stops renewing and a standby takes over within
+the lock's TTL. The heartbeat lives in the loop rather than in a thread of its own on
+purpose: a thread could keep renewing for a loop that no longer sends.
+
+The schedule is held in memory (the entries come from the app definition every start), and
+every entry is due at start: a beat that takes over warms and checks at once instead of
+waiting a whole period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from celery.beat import Scheduler
+
+from dispatcher.keys import BEAT_LOCK_KEY
+from workers.lock import RedisLock
+
+__all__ = ["SingleBeatScheduler"]
+
+logger = logging.getLogger("blueprint_faas.workers.scheduler")
+
+
+class SingleBeatScheduler(Scheduler):  # type: ignore[misc]
+    """A beat scheduler that ticks only while it holds the beat lock.
+
+    Reads ``blueprint_beat_lock_url`` (the broker's Redis) and ``blueprint_beat_lock_ttl_s``
+    from the app's configuration (:func:`workers.app.create_beat_app` sets both).
+    """
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        client = redis.Redis.from_url(
+            app.conf.blueprint_beat_lock_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        self.lock = RedisLock(client, BEAT_LOCK_KEY, float(app.conf.blueprint_beat_lock_ttl_s))
+        self._renewed_at: float | None = None  # monotonic time of the last successful hold
+        super().__init__(app, *args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        super().setup_schedule()
+        now = self.app.now()
+        for entry in self.schedule.values():
+            run_every = getattr(entry.schedule, "run_every", None)
+            if run_every is not None:
+                entry.last_run_at = now - run_every
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """Send what is due if this beat holds the lock; return the seconds to sleep."""
+        if not self._holds_lock():
+            return self.lock.heartbeat_s
+        interval: float = super().tick(*args, **kwargs)
+        return min(interval, self.lock.heartbeat_s)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            # Compare-and-delete: harmless when another beat holds the lock, and it also
+            # covers a stop that came between taking the lock and noting it.
+            try:
+                if self.lock.release():
+                    logger.info("beat lock %s released", self.lock.key)
+            except redis.RedisError as error:
+                logger.warning("could not release the beat lock: %r", error)
+            self._renewed_at = None
+
+    def _holds_lock(self) -> bool:
+        now = time.monotonic()
+        if self._renewed_at is not None and now - self._renewed_at < self.lock.heartbeat_s:
+            return True  # renewed less than a heartbeat ago: the lock has 2/3 of its TTL left
+        try:
+            held = self.lock.hold()
+        except redis.RedisError as error:
+            held = False
+            logger.warning("beat lock unreachable, not sending: %r", error)
+        if held and self._renewed_at is None:
+            logger.info("beat lock %s acquired by %s: scheduling", self.lock.key, self.lock.token)
+        elif not held and self._renewed_at is not None:
+            logger.warning("beat lock %s lost by %s: standing by", self.lock.key, self.lock.token)
+        elif not held:
+            logger.debug("beat lock held by %s: standing by", self.lock.holder())
+        self._renewed_at = now if held else None
+        return held
