@@ -6,6 +6,7 @@ process monkey-patched before any of them loads, and :func:`main` does that firs
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,9 @@ _App = Annotated[str, typer.Option("--app", "-A", help="App module, or module:at
 
 def main() -> None:
     """Console-script entry point."""
+    # As with ``celery -A``: an app module in the current folder is importable by name.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     _maybe_patch_gevent(sys.argv[1:])
     cli()
 
