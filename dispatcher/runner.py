@@ -64,6 +64,9 @@ Consumer = Callable[[JobResult], Any]
 
 _READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 _LISTEN_TIMEOUT_S = 0.5
+# How long one wait of the pub/sub listener lasts before it looks at whether the run is over:
+# ``run`` returns at most this late after the last result (0.5 s cost a 2,000-call run 10 %).
+_DRAIN_TIMEOUT_S = 0.02
 _SLOT_WAIT_S = 0.1
 
 
@@ -543,7 +546,7 @@ class _PubSubWatcher(_Watcher):
         consumer = self._client.backend.result_consumer
         while not done.is_set():
             try:
-                consumer.drain_events(timeout=_LISTEN_TIMEOUT_S)
+                consumer.drain_events(timeout=_DRAIN_TIMEOUT_S)
             except Exception as error:  # reconnects itself; keep listening meanwhile
                 logger.warning("result listener: %r; reading stored results instead", error)
                 done.wait(_LISTEN_TIMEOUT_S)

@@ -1,0 +1,185 @@
+"""What the benchmarks share: their own Redis, worker processes, readiness checks, percentiles.
+
+Every process is started in its own session and stopped with :func:`stop_process` from the
+caller's ``finally``; readiness is always a condition polled against a deadline, never a
+fixed sleep. Worker processes import the benchmark scripts as app modules, so ``bench/`` is
+put on their ``PYTHONPATH`` next to the repository root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(__file__).resolve().parent
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = START_TIMEOUT_S) -> Any:
+    """Poll ``condition`` until it returns a true value.
+
+    Raises
+    ------
+    TimeoutError
+        ``condition`` stayed false for ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process's session, then SIGKILL it if it is still there after 15 s."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def start_redis(scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of the benchmark's own on a free port: (process, URL of db 0)."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(scratch)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+
+    def pings() -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return process.poll() is not None  # exited: stop waiting, checked below
+
+    wait_until(pings, f"redis-server on {port}")
+    if process.poll() is not None:
+        raise RuntimeError("redis-server exited at start")
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_process(
+    command: Sequence[str],
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready: Callable[[], bool] | None = None,
+    ready_line: str | None = None,
+    what: str = "a process",
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with output in ``log``; wait for ``ready()`` or ``ready_line`` in it.
+
+    Raises
+    ------
+    RuntimeError
+        The process exited before it was ready (its log tail is in the message).
+    """
+    full_env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(BENCH_DIR)]),
+    }
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            list(command),
+            env=full_env,
+            cwd=REPO_ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def is_ready() -> bool:
+        if process.poll() is not None:
+            return True
+        if ready_line is not None and ready_line in log.read_text(errors="replace"):
+            return True
+        return ready is not None and ready()
+
+    try:
+        wait_until(is_ready, what)
+    except BaseException:
+        stop_process(process)
+        raise
+    if process.poll() is not None:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{what} exited at start:\n{tail}")
+    return process
+
+
+def blueprint_worker_command(
+    app: str, *, pool: str, concurrency: int, loglevel: str, jobs: str | None = None
+) -> list[str]:
+    """``blueprint-faas worker`` for ``app`` (via the CLI, so gevent patches first)."""
+    command = [sys.executable, "-c", "from dispatcher.cli import main; main()", "worker"]
+    command += ["--app", app, "--pool", pool, "--concurrency", str(concurrency)]
+    command += ["--loglevel", loglevel]
+    if jobs is not None:
+        command += ["--jobs", jobs]
+    return command
+
+
+WORKER_READY_LINE = " ready."
+
+
+def percentile_ms(samples_s: Sequence[float], percentile: float) -> float:
+    """The ``percentile`` of ``samples_s`` in milliseconds (nearest rank; 50 is the median)."""
+    ordered = sorted(samples_s)
+    if percentile == 50:
+        return statistics.median(ordered) * 1000
+    index = min(len(ordered) - 1, round(percentile / 100 * (len(ordered) - 1)))
+    return ordered[index] * 1000
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of group ``pgid``.
+
+    A process started by :func:`start_process` leads its own group, so this counts a worker
+    and its pool children together.
+    """
+    total_ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces) start after the last ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total_ticks += int(fields[11]) + int(fields[12])
+    return total_ticks / _CLOCK_TICKS

@@ -1,0 +1,284 @@
+"""Benchmark what the dispatcher costs on top of raw Celery, for no-op local jobs.
+
+Question: how many no-op calls per second go end to end through our runner, Redis, our
+worker (execute task: decode, idempotency check, router, result) and the result backend,
+compared with raw Celery (``send_task`` of a no-op task and its results) on the same Redis?
+
+    .venv/bin/python bench/dispatch_overhead.py [--calls 2000] [--pool threads]
+        [--concurrency 8] [--in-flight 0] [--rounds 3] [--loglevel INFO] [--raw-profile same]
+
+Fairness: both sides run on one redis-server started by the benchmark, with a worker started
+the same way (same pool, concurrency and log level, ``--without-mingle --without-gossip``),
+the same serializer (JSON) and a payload of the same size. ``--raw-profile same`` (default)
+gives raw Celery our reliability profile (late ack, prefetch 1, same transport options): what
+remains is the dispatcher's own cost. ``--raw-profile stock`` leaves raw Celery on its
+defaults (early ack, prefetch 4). With ``--in-flight 0`` (default) neither side bounds the
+calls in flight: the runner's ``max_in_flight`` is the call count and raw Celery sends every
+task, then waits with ``ResultSet.join_native`` (pub/sub, the idiomatic fast way). With
+``--in-flight K`` both keep a sliding window of K calls: the runner by its ``max_in_flight``,
+raw Celery by sending a new task from the ``AsyncResult.then`` callback of a finished one.
+Rounds alternate between the two sides; medians and their ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from _support import (
+    WORKER_READY_LINE,
+    blueprint_worker_command,
+    group_cpu_s,
+    log_tail,
+    start_process,
+    start_redis,
+    stop_process,
+)
+
+from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Router, Settings
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from celery import Celery
+
+NOOP_JOB = 0
+RAW_TASK = "bench.noop"
+RAW_QUEUE = "bench.raw"
+_RAW_URL_ENV = "BENCH_RAW_REDIS_URL"
+_RAW_PROFILE_ENV = "BENCH_RAW_PROFILE"
+_JOIN_TIMEOUT_S = 600.0
+
+router = Router()
+
+
+@router.job(NOOP_JOB)
+def noop(args: bytes) -> bytes:
+    return args
+
+
+#: The app our worker serves (``--app dispatch_overhead:blueprint``); settings from its env.
+blueprint = Blueprint(router=router)
+
+
+def make_raw_app(redis_url: str, profile: str) -> Celery:
+    """A plain Celery app with one no-op task on one queue, on ``redis_url``."""
+    from celery import Celery
+    from kombu import Queue
+
+    app = Celery("bench-raw", set_as_current=False)
+    if profile == "same":
+        app.conf.update(Settings.from_redis_url(redis_url).celery_connection_config())
+        app.conf.update(
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            worker_prefetch_multiplier=1,
+            worker_disable_rate_limits=True,
+        )
+    else:
+        app.conf.update(
+            broker_url=redis_url,
+            result_backend=redis_url,
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+        )
+    app.conf.task_queues = [Queue(RAW_QUEUE)]
+
+    @app.task(name=RAW_TASK)
+    def raw_noop(args: str) -> str:
+        return args
+
+    return app
+
+
+#: The app the raw Celery worker serves (``-A dispatch_overhead:raw_app``).
+raw_app = make_raw_app(
+    os.environ.get(_RAW_URL_ENV, "redis://127.0.0.1:6379/0"),
+    os.environ.get(_RAW_PROFILE_ENV, "same"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls per round and side")
+    parser.add_argument("--pool", default="threads", choices=["threads", "gevent", "prefork"])
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--in-flight", type=int, default=0, help="sliding window on both sides; 0 = unbounded"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loglevel", default="INFO", help="both workers' log level")
+    parser.add_argument("--raw-profile", choices=["same", "stock"], default="same")
+    parser.add_argument("--payload-bytes", type=int, default=8)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as scratch:
+        root = Path(scratch)
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            redis_process, url = start_redis(root)
+            processes.append(redis_process)
+            # No metrics exporter: its fixed port would clash with other workers on the host.
+            settings = Settings.from_redis_url(url, metrics_port=0)
+            ours = _start_ours(root, settings, args)
+            processes.append(ours)
+            raw = _start_raw(root, url, args)
+            processes.append(raw)
+            _compare(settings, make_raw_app(url, args.raw_profile), (ours.pid, raw.pid), args)
+        except BaseException:
+            for name in ("ours.log", "raw.log"):
+                print(f"--- {name} tail:\n{log_tail(root / name)}", file=sys.stderr)
+            raise
+        finally:
+            for process in reversed(processes):
+                stop_process(process)
+
+
+def _start_ours(
+    root: Path, settings: Settings, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    command = blueprint_worker_command(
+        "dispatch_overhead:blueprint",
+        pool=args.pool,
+        concurrency=args.concurrency,
+        loglevel=args.loglevel,
+    )
+    return start_process(
+        command,
+        root / "ours.log",
+        env=settings.to_env(),
+        ready_line=WORKER_READY_LINE,
+        what="our worker",
+    )
+
+
+def _start_raw(root: Path, url: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "celery", "-A", "dispatch_overhead:raw_app", "worker"]
+    command += [f"--pool={args.pool}", f"--concurrency={args.concurrency}"]
+    command += [f"--loglevel={args.loglevel}", f"--queues={RAW_QUEUE}"]
+    command += ["--without-mingle", "--without-gossip", "--hostname=bench-raw@%h"]
+    env = {_RAW_URL_ENV: url, _RAW_PROFILE_ENV: args.raw_profile}
+    return start_process(
+        command, root / "raw.log", env=env, ready_line=WORKER_READY_LINE, what="raw worker"
+    )
+
+
+def _compare(
+    settings: Settings, app: Celery, worker_pids: tuple[int, int], args: argparse.Namespace
+) -> None:
+    payload = bytes(range(args.payload_bytes % 256)) * (args.payload_bytes // 256 + 1)
+    payload = payload[: args.payload_bytes]
+    window = args.in_flight or args.calls
+    bound = "unbounded" if not args.in_flight else str(args.in_flight)
+    print(
+        f"{args.calls} no-op calls per round; pool={args.pool} concurrency={args.concurrency} "
+        f"in-flight={bound} loglevel={args.loglevel} raw profile={args.raw_profile}"
+    )
+    # Warm-up: connections, worker threads, imports on both sides.
+    _ours(settings, min(200, args.calls), window, payload)
+    _raw(app, min(200, args.calls), window if args.in_flight else 0, payload)
+
+    # CPU per call (client process, worker process group) is printed beside the rates: on a
+    # shared machine it moves far less than wall-clock throughput does.
+    header = f"{'round':<8}{'ours calls/s':>14}{'raw calls/s':>14}{'ratio':>8}"
+    print(f"{header}   CPU us/call ours (client+worker) vs raw (client+worker)")
+    rates: dict[str, list[float]] = {"ours": [], "raw": []}
+    cpus: dict[str, list[tuple[float, float]]] = {"ours": [], "raw": []}
+    sides = {
+        "ours": lambda: _ours(settings, args.calls, window, payload),
+        "raw": lambda: _raw(app, args.calls, args.in_flight, payload),
+    }
+    for round_no in range(1, args.rounds + 1):
+        for (name, run), pid in zip(sides.items(), worker_pids, strict=True):
+            client_cpu_s, worker_cpu_s = time.process_time(), group_cpu_s(pid)
+            rates[name].append(args.calls / run())
+            client_cpu_s = time.process_time() - client_cpu_s
+            worker_cpu_s = group_cpu_s(pid) - worker_cpu_s
+            cpus[name].append((client_cpu_s * 1e6 / args.calls, worker_cpu_s * 1e6 / args.calls))
+        ours, raw = rates["ours"][-1], rates["raw"][-1]
+        print(f"{round_no:<8}{ours:>14.0f}{raw:>14.0f}{ours / raw:>8.2f}   {_cpu(cpus, -1)}")
+    ours, raw = statistics.median(rates["ours"]), statistics.median(rates["raw"])
+    line = f"{'median':<8}{ours:>14.0f}{raw:>14.0f}{ours / raw:>8.2f}   {_cpu(cpus, None)}"
+    print(f"{line}\ntarget: ours/raw >= 0.90")
+
+
+def _cpu(cpus: dict[str, list[tuple[float, float]]], index: int | None) -> str:
+    def pick(name: str, part: int) -> float:
+        values = [sample[part] for sample in cpus[name]]
+        return values[index] if index is not None else statistics.median(values)
+
+    return (
+        f"{pick('ours', 0):.0f}+{pick('ours', 1):.0f} vs {pick('raw', 0):.0f}+{pick('raw', 1):.0f}"
+    )
+
+
+def _ours(settings: Settings, calls: int, window: int, payload: bytes) -> float:
+    """Seconds for ``calls`` no-op calls through the runner; every result is checked."""
+    results: list[JobResult] = []
+    producer = [JobCall(NOOP_JOB, payload) for _ in range(calls)]
+    started = time.perf_counter()
+    summary = (
+        BlueprintRunner.builder(settings)
+        .router(router)
+        .producer(producer)
+        .consumer(results.append)
+        .max_in_flight(window)
+        .run()
+    )
+    elapsed_s = time.perf_counter() - started
+    if summary.succeeded != calls or not all(r.ok and r.body == payload for r in results):
+        raise RuntimeError(f"ours: {summary}")
+    return elapsed_s
+
+
+def _raw(app: Celery, calls: int, window: int, payload: bytes) -> float:
+    """Seconds for ``calls`` raw no-op tasks and their results (``window`` 0: unbounded)."""
+    from celery.result import ResultSet
+
+    arg = base64.b64encode(payload).decode("ascii")
+    started = time.perf_counter()
+    if not window:
+        sent = [app.send_task(RAW_TASK, args=(arg,), queue=RAW_QUEUE) for _ in range(calls)]
+        values = ResultSet(sent, app=app).join_native(timeout=_JOIN_TIMEOUT_S)
+    else:
+        values = _raw_window(app, calls, window, arg)
+    elapsed_s = time.perf_counter() - started
+    if len(values) != calls or any(value != arg for value in values):
+        raise RuntimeError("raw: missing or wrong results")
+    return elapsed_s
+
+
+def _raw_window(app: Celery, calls: int, window: int, arg: str) -> list[Any]:
+    # One thread: send up to the window, drain pub/sub, refill from the callbacks' count.
+    backend = app.backend
+    values: list[Any] = []
+    pending: dict[str, Any] = {}  # Celery holds then() owners weakly
+    sent = 0
+
+    def fulfilled(result: Any) -> None:
+        pending.pop(result.id, None)
+        values.append(result.result)
+
+    deadline = time.monotonic() + _JOIN_TIMEOUT_S
+    while len(values) < calls:
+        while sent < calls and sent - len(values) < window:
+            result = app.send_task(RAW_TASK, args=(arg,), queue=RAW_QUEUE)
+            pending[result.id] = result
+            result.then(fulfilled)
+            sent += 1
+        backend.result_consumer.drain_events(timeout=1.0)
+        if time.monotonic() > deadline:
+            raise TimeoutError("raw: results did not arrive")
+    return values
+
+
+if __name__ == "__main__":
+    main()
