@@ -10,6 +10,10 @@ same work done directly with `subprocess` in this process (the baseline), with r
     .venv/bin/python bench/reference_server.py [--cold 60] [--warm 200] [--calls 1500]
         [--concurrency 1,4,16,64] [--warm-instances 4] [--warm-gap-ms 40]
 
+The shell bootstrap is `build_shell_package`'s; the Python one is `build_custom_package`'s (the
+handler core and adapter users deploy), whose stdout ends right after the reply. The direct
+baseline runs the same extracted bootstrap and waits for its exit, as `subprocess` does.
+
 "Warm" means served by a pre-started instance whose start-up has finished: instances are
 one-shot, so each latency sample (cold and warm alike, HTTP and direct alike) is paced by
 `--warm-gap-ms` to let the pool's background refill complete; the direct warm baseline
@@ -36,19 +40,30 @@ from pathlib import Path
 
 import httpx
 
+from providers.packaging import BOOTSTRAP_NAME, build_custom_package, build_shell_package
+
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _REQUEST = {"job_id": 1, "args": [1, 2, 3, 4]}
 _REQUEST_BYTES = json.dumps(_REQUEST).encode()
 
-_BOOTSTRAPS = {
-    "shell": '#!/bin/sh\ncat > /dev/null\necho \'{"result": [4, 3, 2, 1], "success": true}\'\n',
-    "python": (
-        f"#!{sys.executable}\n"
-        "import json, sys\n"
-        "request = json.loads(sys.stdin.buffer.read())\n"
-        'print(json.dumps({"result": request["args"][::-1], "success": True}))\n'
-    ),
-}
+_SHELL_SCRIPT = 'cat > /dev/null\necho \'{"result": [4, 3, 2, 1], "success": true}\'\n'
+_HANDLER_MODULE = "bench_handler"
+_HANDLER_SOURCE = "def reverse(payload):\n    return payload[::-1]\n"
+
+
+def _shell_package(_scratch: Path) -> bytes:
+    return build_shell_package(_SHELL_SCRIPT)
+
+
+def _python_package(scratch: Path) -> bytes:
+    source = scratch / f"{_HANDLER_MODULE}.py"
+    source.write_text(_HANDLER_SOURCE)
+    return build_custom_package(
+        f"{_HANDLER_MODULE}:reverse", sources=[source], python=sys.executable
+    )
+
+
+_PACKAGES: dict[str, Callable[[Path], bytes]] = {"shell": _shell_package, "python": _python_package}
 
 
 def main() -> None:
@@ -61,7 +76,7 @@ def main() -> None:
     parser.add_argument(
         "--warm-gap-ms", type=float, default=40.0, help="pause before each latency sample"
     )
-    parser.add_argument("--only", choices=sorted(_BOOTSTRAPS), default=None)
+    parser.add_argument("--only", choices=sorted(_PACKAGES), default=None)
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
 
@@ -72,13 +87,12 @@ def main() -> None:
         try:
             base_url = f"http://127.0.0.1:{port}"
             _wait_ready(base_url, server)
-            for name, script in _BOOTSTRAPS.items():
+            for name, build in _PACKAGES.items():
                 if args.only and name != args.only:
                     continue
-                bootstrap = root / f"{name}-bootstrap"
-                bootstrap.write_text(script)
-                bootstrap.chmod(0o755)
-                _deploy(base_url, name, script, max_concurrency=max(levels))
+                package = build(root)
+                bootstrap = _extract(package, root / f"{name}-code") / BOOTSTRAP_NAME
+                _deploy(base_url, name, package, max_concurrency=max(levels))
                 _bench_one(base_url, name, bootstrap, args, levels)
         except BaseException:
             print(f"server log tail:\n{(root / 'server.log').read_text()[-3000:]}", file=sys.stderr)
@@ -174,23 +188,31 @@ def _latencies(
 
 
 async def _http_throughput(base_url: str, name: str, concurrency: int, calls: int) -> float:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
-        url = f"/api/functions/{name}/invoke"
-        remaining = [calls]
+    url = f"/api/functions/{name}/invoke"
+    remaining = [calls]
+    # One single-connection client per worker: one shared httpx pool costs the client
+    # O(connections) per request, which at c=64 made the benchmark measure itself.
+    clients = [
+        httpx.AsyncClient(base_url=base_url, limits=httpx.Limits(max_connections=1), timeout=120)
+        for _ in range(concurrency)
+    ]
 
-        async def worker() -> None:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                response = await client.post(url, json=_REQUEST)
-                if response.status_code != 200:
-                    raise RuntimeError(f"invoke failed: {response.status_code} {response.text}")
+    async def worker(client: httpx.AsyncClient) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            response = await client.post(url, json=_REQUEST)
+            if response.status_code != 200:
+                raise RuntimeError(f"invoke failed: {response.status_code} {response.text}")
 
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, 8))))  # warm-up
+    try:
+        await asyncio.gather(*(worker(client) for client in clients[:8]))  # warm-up
         remaining[0] = calls
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(client) for client in clients))
         return calls / (time.perf_counter() - started)
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def _direct_throughput(bootstrap: Path, concurrency: int, calls: int) -> float:
@@ -214,16 +236,19 @@ def _row(label: str, http_value: float, direct_value: float, digits: int = 2) ->
     print(f"{label:<28}{http_value:>14.{digits}f}{direct_value:>14.{digits}f}{ratio:>9.2f}")
 
 
-def _deploy(base_url: str, name: str, script: str, *, max_concurrency: int) -> None:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        info = zipfile.ZipInfo("bootstrap")
-        info.external_attr = 0o100755 << 16
-        bundle.writestr(info, script)
+def _extract(package: bytes, destination: Path) -> Path:
+    with zipfile.ZipFile(io.BytesIO(package)) as bundle:
+        bundle.extractall(destination)
+        for info in bundle.infolist():
+            (destination / info.filename).chmod((info.external_attr >> 16) & 0o777)
+    return destination
+
+
+def _deploy(base_url: str, name: str, package: bytes, *, max_concurrency: int) -> None:
     config = base64.b64encode(json.dumps({"max_concurrency": max_concurrency}).encode()).decode()
     response = httpx.put(
         f"{base_url}/api/functions/{name}",
-        content=buffer.getvalue(),
+        content=package,
         headers={"Content-Type": "application/zip", "X-Blueprint-Config": config},
     )
     response.raise_for_status()

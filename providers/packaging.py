@@ -81,10 +81,13 @@ def call_handler(handler, payload):
 
 # The Custom FaaS adapter: request JSON on stdin, reply JSON on stdout, exit status 0 even when
 # the handler fails (the reply says so; a non-zero exit reads as a crash to the platform).
+# Stdout is closed right after the reply, so a platform can answer before the interpreter
+# has shut down.
 _CUSTOM_BOOTSTRAP_TEMPLATE = '''\
 #!{python}
 """Custom FaaS contract adapter: runs HANDLER on the request read from stdin."""
 import json
+import os
 import sys
 
 import {core}
@@ -128,6 +131,12 @@ def main():
         reply = _failure(job_id, error)
     reply_stream.write(reply)
     reply_stream.flush()
+    # End stdout now: the platform answers at its EOF instead of after this interpreter's
+    # shutdown (several ms). /dev/null takes the descriptor's place, so nothing written
+    # later (or a final flush) can fail or land in a file that reused the number.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, reply_stream.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,16 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from ._auth import BearerKeyMiddleware
-from ._errors import ApiError, ErrorCode, install_error_handlers, json_response
+from ._errors import (
+    CLIENT_CLOSED_REQUEST,
+    ApiError,
+    ErrorCode,
+    install_error_handlers,
+    json_response,
+)
 from ._invoke import run_invocation
 from ._limits import DEFAULT_LIMITS, ServerLimits
 from ._models import parse_config_header, parse_invoke_request, validate_function_id
@@ -70,6 +77,9 @@ def create_app(
         openapi_url=None,
     )
     install_error_handlers(app)
+    # An ASGI server calls this when its shutdown starts, before it waits for running
+    # requests (`serve` does): invocations may run for minutes and would hold it up.
+    app.state.begin_shutdown = server.begin_shutdown
     base = "/api/functions/{function_id}"
     app.add_api_route(base, server.deploy, methods=["PUT"])
     app.add_api_route(f"{base}/invoke", server.invoke, methods=["POST"])
@@ -89,6 +99,8 @@ class _Server:
         self._store = store
         self._limits = limits
         self._runtimes: dict[str, FunctionRuntime] = {}
+        self._in_flight: set[asyncio.Task[Response]] = set()
+        self._shutting_down = False
         # One lock per id being deployed: a second deploy of the id waits, then sees 409.
         # Weak values drop locks nobody holds, so ids never accumulate.
         self._deploy_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -97,17 +109,25 @@ class _Server:
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
-        """Flush counters periodically while serving; kill warm instances on shutdown."""
+        """Flush counters periodically while serving; kill every instance on shutdown."""
         flusher = asyncio.create_task(self._flush_stats_forever())
         try:
             yield
         finally:
+            self.begin_shutdown()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             self._store.flush_stats()
             for runtime in self._runtimes.values():
                 runtime.close()
+                runtime.kill_running()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new invocations and abort the queued and running ones (503, retryable)."""
+        self._shutting_down = True
+        for work in self._in_flight:
+            work.cancel()
 
     async def deploy(self, function_id: str, request: Request) -> Response:
         """PUT /api/functions/{id}: stream, check and extract the zip, then publish it."""
@@ -155,7 +175,26 @@ class _Server:
         deployment = self._deployment(function_id)
         body = await _read_capped(request, self._limits.max_invoke_bytes)
         invoke_request = parse_invoke_request(body)
-        return await run_invocation(deployment, self._runtime(deployment), invoke_request)
+        if self._shutting_down:
+            raise _shutting_down()
+        work = asyncio.ensure_future(
+            run_invocation(deployment, self._runtime(deployment), invoke_request)
+        )
+        client_gone = asyncio.ensure_future(_client_gone(request.receive))
+        self._in_flight.add(work)
+        try:
+            await asyncio.wait((work, client_gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._in_flight.discard(work)
+            client_gone.cancel()
+            # Cancelling leaves the queue, or kills the bootstrap's process group, instead
+            # of running on for nobody until the function's timeout.
+            work.cancel()
+        if work.done() and not work.cancelled():
+            return work.result()
+        if self._shutting_down:
+            raise _shutting_down()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     async def health(self, function_id: str) -> Response:
         """GET /api/functions/{id}/health: 200 when the bootstrap can run, else 503."""
@@ -271,6 +310,20 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
             raise _payload_too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _client_gone(receive: Receive) -> None:
+    # Once the body is read, the ASGI server's next message is the disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(
+        ErrorCode.SHUTTING_DOWN,
+        "the server is shutting down; the invocation was stopped",
+        retry_after_s=1,
+    )
 
 
 def _payload_too_large(max_bytes: int) -> ApiError:

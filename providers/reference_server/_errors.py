@@ -13,12 +13,22 @@ from typing import Any
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-__all__ = ["ApiError", "ErrorCode", "error_response", "install_error_handlers", "json_response"]
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "ApiError",
+    "ErrorCode",
+    "error_response",
+    "install_error_handlers",
+    "json_response",
+]
 
 _log = logging.getLogger(__name__)
+
+# nginx's "client closed request", answered to a client that is gone (so never seen).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ErrorCode(StrEnum):
@@ -41,6 +51,7 @@ class ErrorCode(StrEnum):
     THROTTLED = "THROTTLED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     FUNCTION_UNHEALTHY = "FUNCTION_UNHEALTHY"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
 
 
 _STATUS_BY_CODE: dict[ErrorCode, int] = {
@@ -61,6 +72,7 @@ _STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.THROTTLED: 429,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.FUNCTION_UNHEALTHY: 503,
+    ErrorCode.SHUTTING_DOWN: 503,
 }
 
 
@@ -147,6 +159,12 @@ async def _on_http_exception(_request: Request, exc: Exception) -> Response:
     return json_response(body, exc.status_code)
 
 
+async def _on_client_disconnect(_request: Request, _exc: Exception) -> Response:
+    # The client left while its body was being read: nobody will read this reply, and
+    # it is not a server error worth a traceback in the log.
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _on_unexpected(_request: Request, exc: Exception) -> Response:
     # A bug or an environment failure (disk full, fd exhaustion): log it with its traceback
     # for the operator, give the client only the contract body.
@@ -158,4 +176,5 @@ def install_error_handlers(app: Any) -> None:
     """Register the handlers that turn exceptions into contract error bodies on `app`."""
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(ClientDisconnect, _on_client_disconnect)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from ._errors import ApiError, ErrorCode
 
@@ -35,22 +33,20 @@ class ConcurrencyGate:
         """Invocations holding a slot now."""
         return self._running
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the body of the `async with`.
+    async def acquire(self) -> None:
+        """Take one slot, waiting in the queue for it when all are busy.
+
+        The holder must call `release` exactly once. A slot outlives the request that took
+        it (it is freed when the bootstrap's process exits), so it cannot be scoped by an
+        `async with`; callers hand `release` over with `contextlib.ExitStack.pop_all`.
 
         Raises
         ------
         ApiError
             THROTTLED (429, Retry-After) when every slot is busy and the queue is full.
+        asyncio.CancelledError
+            When cancelled while queued; the place in the queue is given up.
         """
-        await self._acquire()
-        try:
-            yield
-        finally:
-            self._release()
-
-    async def _acquire(self) -> None:
         if self._running < self._max_running and not self._waiters:
             self._running += 1
             return
@@ -71,13 +67,14 @@ class ConcurrencyGate:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # The slot arrived just as we were cancelled: pass it on.
+                self.release()  # The slot arrived just as we were cancelled: pass it on.
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
             raise
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give a slot back: to the first waiter in the queue, else to the free count."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -9,6 +9,8 @@ no invocation has used the pool for `warm_idle_ttl_s`, its instances are killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -59,19 +61,25 @@ class FunctionRuntime:
             deployment.function_id, config.max_concurrency, limits.max_queued_per_function
         )
         self._idle: deque[Instance] = deque()
+        self._running: set[Instance] = set()
         self._target_idle = 0
         self._last_used_s = time.monotonic()
         self._ttl_timer: asyncio.TimerHandle | None = None
         self._refill_scheduled = False
         self._closed = False
 
-    async def invoke(self, request: bytes) -> tuple[Outcome, bool]:
-        """Run one invocation once a concurrency slot is free.
+    async def invoke(self, request: bytes) -> tuple[Instance, bool]:
+        """Start one invocation once a concurrency slot is free.
+
+        The slot is held until the bootstrap's process has exited, not just until its
+        reply, so `max_concurrency` keeps bounding the processes alive at once (a
+        bootstrap's shutdown after its reply still uses memory and CPU).
 
         Returns
         -------
-        tuple[Outcome, bool]
-            The run's outcome and whether it needed a new process (a cold start).
+        tuple[Instance, bool]
+            The started instance (await its `output`) and whether it needed a new process
+            (a cold start).
 
         Raises
         ------
@@ -79,22 +87,24 @@ class FunctionRuntime:
             THROTTLED when the function's queue is full.
         SpawnError
             When a cold start cannot exec the bootstrap.
+        asyncio.CancelledError
+            When cancelled while queued (nothing ran then).
         """
-        async with self._gate.slot():
+        await self._gate.acquire()
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(self._gate.release)
             instance = self._take_warm()
             cold_start = instance is None
             if instance is None:
                 instance = Instance.spawn(self._spec)
-            try:
-                outcome = await instance.run(
-                    request,
-                    timeout_s=self._timeout_s,
-                    max_output_bytes=self._limits.max_output_bytes,
-                )
-            finally:
-                if not cold_start:
-                    self._schedule_refill()
-            return outcome, cold_start
+            instance.start(
+                request, timeout_s=self._timeout_s, max_output_bytes=self._limits.max_output_bytes
+            )
+            self._running.add(instance)
+            # From here the process's exit gives the slot back.
+            on_error.pop_all()
+        instance.add_finish_callback(functools.partial(self._on_finished, instance, cold_start))
+        return instance, cold_start
 
     def warm(self, instances: int) -> int:
         """Keep `instances` pre-started processes (capped by max_concurrency) from now on.
@@ -129,6 +139,17 @@ class FunctionRuntime:
             self._ttl_timer = None
         while self._idle:
             self._idle.pop().kill()
+
+    def kill_running(self) -> None:
+        """Kill every invocation's process, including those that replied but still run."""
+        for instance in list(self._running):
+            instance.kill()
+
+    def _on_finished(self, instance: Instance, cold_start: bool, _outcome: Outcome) -> None:
+        self._running.discard(instance)
+        self._gate.release()
+        if not cold_start:
+            self._schedule_refill()
 
     def _take_warm(self) -> Instance | None:
         if self._target_idle == 0:

@@ -16,11 +16,27 @@ reserve large address ranges). It is applied with `prlimit` right after `exec`, 
 bootstrap's own code runs in practice, because a preexec hook would force fork() and cost
 ~2 ms of blocked event loop per start instead of ~0.15 ms.
 
-Memory figure: `wait4`'s ru_maxrss alone would lie, because `exec` from a vfork child folds
-the *server's* high-water mark into it. So it is trusted only when it exceeds the server's
-own peak (read right after the spawn): then it can only be the bootstrap's. Otherwise the
-bootstrap's own VmHWM (from /proc/<pid>/status, sampled at each stdout write, i.e. up to
-its reply) is reported, or None when the process was already gone at every sample.
+Two moments matter in a run. The *output* is final when stdout reaches EOF (or is closed
+because the run was killed): a bootstrap that closes its stdout right after replying is
+answered then, without waiting for its interpreter's shutdown. The run is *finished* once the
+process has exited, been reaped and its stderr has reached EOF: the exit status and stderr
+are only known then, and only then does the process stop counting against its function.
+
+Orphans: a warm instance blocks reading stdin, whose only writer is the server, so if the
+server dies (even by SIGKILL) the instance reads EOF and ends. A running invocation is not
+stopped that way: it ends when it finishes or at its next write to stdout (EPIPE/SIGPIPE).
+PR_SET_PDEATHSIG is not used: it needs code in the child between fork and exec, and a
+preexec hook forces fork() (see above) while a `setpriv --pdeathsig KILL` wrapper costs one
+more exec (+0.9 ms per start measured, about 13 % of a shell cold start) and would still
+only cover the group leader, not its children. Run the server under a supervisor that kills
+its whole cgroup (systemd `KillMode=control-group`, a container) where that matters.
+
+Memory figure: the bootstrap's peak RSS up to the moment its output was final. It is its own
+VmHWM (from /proc/<pid>/status), sampled at each stdout read and once more at stdout EOF
+while the process is still alive, so the peak of an interpreter's shutdown after a reply is
+not counted. When the process has already exited by then, `wait4`'s ru_maxrss is used, but
+only if it exceeds the server's own peak (read right after the spawn), because `exec` from a
+vfork child folds the *server's* high-water mark into it. None when no figure is sound.
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +73,17 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run of a bootstrap produced.
+    """What one run of a bootstrap produced, as known when it was taken.
 
-    `exit_code` follows `subprocess` (negative: killed by that signal). `peak_rss_kb` is the
-    bootstrap's peak resident set, or None when it could not be measured.
+    `exited` says whether the process had ended by then; `exit_code` follows `subprocess`
+    (negative: killed by that signal) and is None while running or when unknown.
+    `stderr_tail` holds what arrived so far. `peak_rss_kb` is the bootstrap's peak resident
+    set up to its final output, or None when it could not be measured.
     """
 
     stdout: bytes
     stderr_tail: bytes
+    exited: bool
     exit_code: int | None
     timed_out: bool
     output_overflow: bool
@@ -79,8 +98,9 @@ class SpawnError(Exception):
 class Instance:
     """A started bootstrap waiting on stdin for its one request.
 
-    Create with `Instance.spawn`; then either `run` it once or `kill` it. Both paths close
-    every descriptor and reap the process.
+    Create with `Instance.spawn`; then either `start` it once and await `output` (and
+    `finished` when the exit status matters), or `kill` it. Every path closes each
+    descriptor and reaps the process, whether or not anybody still awaits it.
     """
 
     def __init__(
@@ -101,7 +121,8 @@ class Instance:
         self._peak_rss_kb: int | None = None
         self._exited = False
         self._killed = False
-        self._used = False
+        self._started_s: float | None = None
+        self._output_s: float | None = None
         self._stdout: list[bytes] = []
         self._stdout_bytes = 0
         self._max_output_bytes = 0
@@ -110,7 +131,8 @@ class Instance:
         self._timed_out = False
         self._overflow = False
         self._timers: list[asyncio.TimerHandle] = []
-        self._done: asyncio.Future[None] | None = None
+        self._output_final: asyncio.Future[None] = self._loop.create_future()
+        self._finished: asyncio.Future[None] = self._loop.create_future()
 
     @classmethod
     def spawn(cls, spec: LaunchSpec) -> Instance:
@@ -153,36 +175,65 @@ class Instance:
         """Whether the process still waits for (or works on) its request."""
         return not self._exited and not self._killed
 
-    async def run(self, request: bytes, *, timeout_s: float, max_output_bytes: int) -> Outcome:
-        """Send `request` on stdin, collect stdout until exit, and reap the process.
+    def start(self, request: bytes, *, timeout_s: float, max_output_bytes: int) -> None:
+        """Send `request` on stdin and start collecting stdout and stderr.
 
-        The process group is killed on timeout, when stdout passes `max_output_bytes`, or
-        when the caller is cancelled.
+        The process group is killed after `timeout_s` (even when the output was final
+        before), or when stdout passes `max_output_bytes`.
         """
-        if self._used:
+        if self._started_s is not None:
             raise RuntimeError("an instance serves exactly one request")
-        self._used = True
+        self._started_s = time.monotonic()
         self._max_output_bytes = max_output_bytes
-        self._done = self._loop.create_future()
-        started = time.monotonic()
         self._timers.append(self._loop.call_later(timeout_s, self._on_timeout))
         assert self._stdout_fd is not None and self._stderr_fd is not None
         self._loop.add_reader(self._stdout_fd, self._on_stdout)
         self._loop.add_reader(self._stderr_fd, self._on_stderr)
         self._pending_input = memoryview(request)
         self._write_input()
+
+    async def output(self) -> Outcome:
+        """Wait until stdout is final (EOF, or closed by a kill); the process may still run.
+
+        Cancelling the wait kills the process group.
+        """
         try:
-            await self._done
+            # Only this one waiter awaits it, so letting a cancel reach it is harmless.
+            await self._output_final
         except BaseException:
             self.kill()
             raise
+        return self.outcome()
+
+    async def finished(self) -> Outcome:
+        """Wait until the process is reaped and stderr is complete.
+
+        Cancelling the wait kills the process group.
+        """
+        try:
+            # Shielded: the finish callbacks (which free the slot) hang on this future.
+            await asyncio.shield(self._finished)
+        except BaseException:
+            self.kill()
+            raise
+        return self.outcome()
+
+    def add_finish_callback(self, callback: Callable[[Outcome], None]) -> None:
+        """Call `callback` with the final outcome once the run is finished (soon if it is)."""
+        self._finished.add_done_callback(lambda _: callback(self.outcome()))
+
+    def outcome(self) -> Outcome:
+        """What is known of the run now."""
+        started_s = self._started_s if self._started_s is not None else self.spawned_at_s
+        ended_s = self._output_s if self._output_s is not None else time.monotonic()
         return Outcome(
             stdout=b"".join(self._stdout),
             stderr_tail=bytes(self._stderr[-_STDERR_TAIL_BYTES:]),
+            exited=self._exited,
             exit_code=self._exit_code,
             timed_out=self._timed_out,
             output_overflow=self._overflow,
-            execution_s=time.monotonic() - started,
+            execution_s=ended_s - started_s,
             peak_rss_kb=self._peak_rss_kb,
         )
 
@@ -193,7 +244,6 @@ class Instance:
         self._close_input()
         self._close_output("stdout")
         self._close_output("stderr")
-        self._maybe_done()
 
     # Callbacks, all on the event loop thread.
 
@@ -218,12 +268,14 @@ class Instance:
         except BlockingIOError:
             return
         if not chunk:
+            # The reply is complete: its figure is the peak so far, not the interpreter's
+            # shutdown that may follow.
+            self._sample_peak_rss()
             self._close_output("stdout")
             return
         self._stdout.append(chunk)
         self._stdout_bytes += len(chunk)
-        if not self._exited:
-            self._peak_rss_kb = _peak_rss_kb(self.pid) or self._peak_rss_kb
+        self._sample_peak_rss()
         if self._stdout_bytes > self._max_output_bytes:
             self._overflow = True
             self._kill_group()
@@ -248,7 +300,6 @@ class Instance:
         if self._exited:
             self._close_output("stdout")
             self._close_output("stderr")
-            self._maybe_done()
 
     def _on_exit(self) -> None:
         assert self._pidfd is not None
@@ -262,7 +313,7 @@ class Instance:
             self._exit_code = self._process.returncode
         else:
             self._exit_code = os.waitstatus_to_exitcode(status)
-            if usage.ru_maxrss > self._server_peak_kb:
+            if self._output_s is None and usage.ru_maxrss > self._server_peak_kb:
                 self._peak_rss_kb = usage.ru_maxrss
             # Popen must not try to reap this pid again (its own _cleanup would).
             self._process.returncode = self._exit_code
@@ -275,9 +326,12 @@ class Instance:
     def _on_eof_grace(self) -> None:
         self._close_output("stdout")
         self._close_output("stderr")
-        self._maybe_done()
 
     # Helpers.
+
+    def _sample_peak_rss(self) -> None:
+        if not self._exited:
+            self._peak_rss_kb = _peak_rss_kb(self.pid) or self._peak_rss_kb
 
     def _kill_group(self) -> None:
         if self._exited:
@@ -299,20 +353,23 @@ class Instance:
         os.close(fd)
         if stream == "stdout":
             self._stdout_fd = None
+            self._output_s = time.monotonic()
         else:
             self._stderr_fd = None
         self._maybe_done()
 
     def _maybe_done(self) -> None:
+        # done() is also true of a future cancelled with its waiter.
+        if self._stdout_fd is None and not self._output_final.done():
+            self._output_final.set_result(None)
         finished = self._exited and self._stdout_fd is None and self._stderr_fd is None
-        if not finished:
+        if not finished or self._finished.done():
             return
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
         self._close_input()
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+        self._finished.set_result(None)
 
 
 def _peak_rss_kb(pid: int) -> int | None:

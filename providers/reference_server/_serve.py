@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import resource
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from ._app import create_app
 from ._limits import DEFAULT_LIMITS, ServerLimits
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["serve"]
 
@@ -45,7 +50,23 @@ def serve(
         backlog=2048,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    _Server(config, app.state.begin_shutdown).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, aborting the app's invocations as soon as shutdown starts.
+
+    uvicorn lets running requests finish before it shuts the app down, and an invocation
+    may run for up to the function's timeout (900 s at most): SIGTERM would hang that long.
+    """
+
+    def __init__(self, config: uvicorn.Config, begin_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._begin_shutdown = begin_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._begin_shutdown()
+        await super().shutdown(sockets)
 
 
 def _installed(module: str) -> bool:

@@ -39,6 +39,20 @@ HANDLERS = dedent(
         @staticmethod
         def reverse(payload):
             return payload[::-1]
+
+    def linger(payload):
+        # Keeps the interpreter alive after the reply until the file named by the payload
+        # exists, and then writes to fd 1 (which must not fail once stdout is closed).
+        import atexit, os, time
+
+        def wait_then_write():
+            deadline = time.monotonic() + 30
+            while not os.path.exists(payload.decode()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.write(1, b"late output")
+
+        atexit.register(wait_then_write)
+        return b"ok"
     """
 )
 
@@ -200,6 +214,33 @@ def test_the_bootstrap_takes_args_given_as_a_string(handlers: Path, tmp_path: Pa
     reply, _ = _run(package, tmp_path, {"job_id": 1, "args": "hé"})
 
     assert _result_bytes(reply) == "hé".encode()[::-1]
+
+
+def test_the_bootstrap_closes_stdout_right_after_its_reply(handlers: Path, tmp_path: Path) -> None:
+    package = build_custom_package("handlers:linger", sources=[handlers])
+    code_dir = _extract(package, tmp_path / "code")
+    release = tmp_path / "release"
+    request = {"job_id": 3, "args": list(str(release).encode())}
+    process = subprocess.Popen(
+        [str(code_dir / BOOTSTRAP_NAME)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(json.dumps(request).encode())
+        process.stdin.close()
+        # EOF arrives while the interpreter still runs its exit hooks.
+        reply = json.loads(process.stdout.read())
+        assert process.poll() is None
+        assert reply == {"job_id": 3, "result": list(b"ok"), "success": True}
+        release.touch()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_handler_exception_becomes_a_failure_reply(handlers: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ reach the process).
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
 import json
 import os
@@ -166,6 +167,49 @@ class ServerProcess:
     def command(self, function_id: str, **command: Any) -> httpx.Response:
         """Invoke the probe bootstrap with a JSON command as its args."""
         return self.invoke(function_id, list(json.dumps(command).encode()))
+
+
+class FileGate:
+    """A file held with an exclusive flock until `open()`; bootstraps wait on it with
+    `flock -s "$GATE" true`, so a test decides when they go on."""
+
+    def __init__(self, path: Path) -> None:
+        path.touch()
+        self.path = path
+        self._handle = path.open("r")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+
+    def open(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()  # Closing the only descriptor drops the lock.
+
+
+class RawInvocation:
+    """An invoke request on a bare socket, so the test decides when the client goes away."""
+
+    def __init__(self, server: ServerProcess, function_id: str, args: Any, job_id: int = 7):
+        body = json.dumps({"job_id": job_id, "args": args}).encode()
+        head = (
+            f"POST /api/functions/{function_id}/invoke HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self._socket = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        self._socket.sendall(head.encode() + body)
+
+    def response(self, timeout_s: float = 60.0) -> tuple[int, Any]:
+        """The status and JSON body (None when empty), read until the server closes."""
+        self._socket.settimeout(timeout_s)
+        data = bytearray()
+        while chunk := self._socket.recv(65536):
+            data += chunk
+        head, _, body = bytes(data).partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, json.loads(body) if body else None
+
+    def close(self) -> None:
+        """Go away without reading the reply."""
+        self._socket.close()
 
 
 def config_header(config: dict[str, Any]) -> str:

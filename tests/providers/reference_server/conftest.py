@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ._support import PROBE_BOOTSTRAP, ServerProcess, make_zip
+from ._support import PROBE_BOOTSTRAP, FileGate, ServerProcess, make_zip
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,13 @@ def out_dir(tmp_path: Path) -> Path:
 def probe_zip() -> bytes:
     """The probe bootstrap, packaged."""
     return make_zip({"bootstrap": PROBE_BOOTSTRAP})
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[FileGate]:
+    """A closed gate bootstraps can wait on; opened at the latest when the test ends."""
+    held = FileGate(tmp_path / "gate")
+    try:
+        yield held
+    finally:
+        held.open()

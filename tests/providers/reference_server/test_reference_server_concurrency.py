@@ -7,15 +7,13 @@ runs. No sleeps: every wait is on one of those conditions.
 
 from __future__ import annotations
 
-import fcntl
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ._support import ServerProcess, make_zip, wait_until
+from ._support import FileGate, ServerProcess, make_zip, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,31 +25,8 @@ echo '{"result": [1], "success": true}'
 """
 
 
-class _Gate:
-    """A file held with an exclusive flock until `open()`."""
-
-    def __init__(self, path: Path) -> None:
-        path.touch()
-        self.path = path
-        self._handle = path.open("r")
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
-
-    def open(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()  # Closing the only descriptor drops the lock.
-
-
-@pytest.fixture
-def gate(tmp_path: Path) -> Iterator[_Gate]:
-    held = _Gate(tmp_path / "gate")
-    try:
-        yield held
-    finally:
-        held.open()
-
-
 def _deploy_blocking(
-    server: ServerProcess, function_id: str, out_dir: Path, gate: _Gate, max_concurrency: int
+    server: ServerProcess, function_id: str, out_dir: Path, gate: FileGate, max_concurrency: int
 ) -> None:
     config = {
         "max_concurrency": max_concurrency,
@@ -66,7 +41,7 @@ def _running(out_dir: Path) -> int:
 
 
 def test_invocations_past_max_concurrency_wait_in_the_queue_then_all_succeed(
-    server: ServerProcess, function_id: str, out_dir: Path, gate: _Gate
+    server: ServerProcess, function_id: str, out_dir: Path, gate: FileGate
 ) -> None:
     _deploy_blocking(server, function_id, out_dir, gate, max_concurrency=2)
     with ThreadPoolExecutor(6) as pool:
@@ -82,7 +57,7 @@ def test_invocations_past_max_concurrency_wait_in_the_queue_then_all_succeed(
 
 
 def test_a_full_queue_answers_429_with_retry_after(
-    start_server, function_id: str, out_dir: Path, gate: _Gate
+    start_server, function_id: str, out_dir: Path, gate: FileGate
 ) -> None:
     server = start_server("--max-queued-per-function", "1")
     _deploy_blocking(server, function_id, out_dir, gate, max_concurrency=2)
@@ -107,7 +82,7 @@ def test_a_full_queue_answers_429_with_retry_after(
 
 
 def test_a_hundred_concurrent_invocations_are_accepted_and_run_together(
-    server: ServerProcess, function_id: str, out_dir: Path, gate: _Gate
+    server: ServerProcess, function_id: str, out_dir: Path, gate: FileGate
 ) -> None:
     _deploy_blocking(server, function_id, out_dir, gate, max_concurrency=100)
     with ThreadPoolExecutor(100) as pool:
