@@ -25,6 +25,7 @@ from kombu import Exchange, Queue
 from dispatcher.errors import ConfigError
 from dispatcher.keys import HEALTH_TASK, WARM_QUEUE, WARM_TASK, job_queue
 from workers import exporter, observe, redaction
+from workers._results import BACKEND_PATH
 from workers.beat import beat_schedule
 from workers.tasks import register_tasks
 
@@ -76,6 +77,11 @@ def create_celery_app(blueprint: Blueprint, jobs: Iterable[int] | None = None) -
     app = Celery("blueprint-faas", set_as_current=True)
     app.conf.update(settings.celery_connection_config())
     app.conf.update(
+        result_backend=_worker_result_backend(app.conf.result_backend),
+        # One backend (one Redis connection pool) for the whole process. Celery's default is
+        # one per thread, and gevent makes that one per greenlet, that is one per call: a
+        # new backend, connection pool and Redis connection for every task.
+        result_backend_thread_safe=True,
         task_queues=[*(_job_queue(job_id) for job_id in job_ids), _job_queue_named(WARM_QUEUE)],
         task_routes=_CONTROL_ROUTES,
         task_acks_late=True,
@@ -130,6 +136,17 @@ def create_beat_app(blueprint: Blueprint) -> Celery:
 _LOCKABLE_SCHEMES = frozenset({"redis", "rediss", "unix"})
 #: Warm and health tasks go to the control queue, whoever sends them.
 _CONTROL_ROUTES = {name: {"queue": WARM_QUEUE} for name in (WARM_TASK, HEALTH_TASK)}
+
+
+def _worker_result_backend(url: str) -> str:
+    # On Redis, results are stored by one atomic script (workers._results); the URL stays.
+    if urlsplit(url).scheme in _SCRIPTABLE_SCHEMES:
+        return f"{BACKEND_PATH}+{url}"
+    return url
+
+
+#: Result backend URL schemes that workers._results.ResultBackend serves.
+_SCRIPTABLE_SCHEMES = frozenset({"redis", "rediss"})
 
 
 def _job_queue(job_id: int) -> Queue:

@@ -58,6 +58,8 @@ class ExecuteTask(Task):  # type: ignore[misc]
     # Arguments are checked by the decode step, so a malformed message gets an error result
     # instead of a TypeError before the task body runs.
     typing = False
+    # Wakes a gevent worker's consumer loop when a late ack frees a prefetch slot.
+    Request = "workers._wake:WakingRequest"
 
 
 class ControlTask(Task):  # type: ignore[misc]
