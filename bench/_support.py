@@ -137,7 +137,7 @@ def blueprint_worker_command(
     app: str, *, pool: str, concurrency: int, loglevel: str, jobs: str | None = None
 ) -> list[str]:
     """``blueprint-faas worker`` for ``app`` (via the CLI, so gevent patches first)."""
-    command = [sys.executable, "-c", "from dispatcher.cli import main; main()", "worker"]
+    command = [sys.executable, "-m", "dispatcher", "worker"]
     command += ["--app", app, "--pool", pool, "--concurrency", str(concurrency)]
     command += ["--loglevel", loglevel]
     if jobs is not None:

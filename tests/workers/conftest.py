@@ -262,6 +262,35 @@ class WorkerProcess:
 
 StartWorker = Callable[..., WorkerProcess]
 
+#: What a worker logs once it consumes its queues.
+WORKER_READY = " ready."
+
+
+def spawn_cli(args: list[str], env: dict[str, str], log: Path, *, ready: str) -> WorkerProcess:
+    """Start ``blueprint-faas ARGS`` in its own process group, its output in ``log``.
+
+    Returns once ``ready`` appears in the log; fails the test if the process exits first.
+    """
+    command = [sys.executable, "-m", "dispatcher", *args]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started = WorkerProcess(process, log)
+    wait_until(
+        lambda: ready in started.output() or process.poll() is not None,
+        START_TIMEOUT_S,
+        f"blueprint-faas {args[0]}",
+    )
+    if process.poll() is not None:
+        pytest.fail(f"blueprint-faas {args[0]} exited:\n{started.output()}")
+    return started
+
 
 @pytest.fixture
 def start_worker(
@@ -290,29 +319,12 @@ def start_worker(
             apps.FLAKY_URL_ENV: flaky_function.url,
             apps.COUNTER_REDIS_ENV: redis_server.url(0),
         }
-        command = [sys.executable, "-m", "dispatcher", "worker"]
-        command += ["--app", "tests.workers.apps", "--pool", pool]
-        command += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
+        args = ["worker", "--app", "tests.workers.apps", "--pool", pool]
+        args += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
         if jobs is not None:
-            command += ["--jobs", jobs]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=ROOT,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = WorkerProcess(process, log)
+            args += ["--jobs", jobs]
+        worker = spawn_cli(args, env, log, ready=WORKER_READY)
         started.append(worker)
-        wait_until(
-            lambda: " ready." in worker.output() or process.poll() is not None,
-            START_TIMEOUT_S,
-            f"a {pool} worker",
-        )
-        if process.poll() is not None:
-            pytest.fail(f"the worker exited:\n{worker.output()}")
         return worker
 
     yield start

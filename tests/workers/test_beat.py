@@ -31,8 +31,10 @@ from tests.workers.conftest import (
     FAST_KNOBS,
     ROOT,
     START_TIMEOUT_S,
+    WORKER_READY,
     WorkerProcess,
     free_port,
+    spawn_cli,
     stop_process,
     wait_until,
 )
@@ -106,30 +108,13 @@ class Spawner:
             "PYTHONPATH": str(ROOT),
             warm_app.FAAS_URL_ENV: self.faas_url,
         }
-        command = [sys.executable, "-c", "from dispatcher.cli import main; main()", *args]
-        command += ["--app", "tests.workers.warm_app", "--loglevel", "INFO"]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=ROOT,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started = WorkerProcess(process, log)
+        command = [*args, "--app", "tests.workers.warm_app", "--loglevel", "INFO"]
+        started = spawn_cli(command, env, log, ready=ready)
         self.started.append(started)
-        wait_until(
-            lambda: ready in started.output() or process.poll() is not None,
-            START_TIMEOUT_S,
-            f"blueprint-faas {args[0]}",
-        )
-        if process.poll() is not None:
-            pytest.fail(f"blueprint-faas {args[0]} exited:\n{started.output()}")
         return started
 
     def worker(self) -> WorkerProcess:
-        return self.start("worker", "--pool", "threads", "--concurrency", "2", ready=" ready.")
+        return self.start("worker", "--pool", "threads", "--concurrency", "2", ready=WORKER_READY)
 
     def beat(self) -> WorkerProcess:
         return self.start("beat", ready="beat: Starting...")

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 USER, PASSWORD = "operator", "flower-test-password"
 SECRET_METADATA = "tx-0xfeedface-secret"
 SECRET_ARGS = b"very-private-payload"
-CLI = [sys.executable, "-c", "from dispatcher.cli import main; main()", "flower"]
+CLI = [sys.executable, "-m", "dispatcher", "flower"]
 
 
 def _env(settings: Settings) -> dict[str, str]:
