@@ -16,7 +16,6 @@ of one job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import queue
@@ -26,24 +25,20 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from dispatcher._celery_client import CeleryClient, ResultWatcher
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
 from dispatcher.jobs import JobCall, JobError, JobResult
 from dispatcher.keys import (
-    EXECUTE_TASK,
     PUBLISH_FAILED_KIND,
     UNKNOWN_JOB_KIND,
     WORKER_FAILURE_KIND,
-    job_queue,
 )
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
 from dispatcher.settings import Settings
 
 if TYPE_CHECKING:
-    from celery import Celery
-    from celery.result import AsyncResult
-
     from providers.base import FaasExecutor
 
 __all__ = [
@@ -62,11 +57,6 @@ Producer = Iterable[JobCall] | AsyncIterable[JobCall]
 #: Where results go: a callable given every JobResult; it may return an awaitable.
 Consumer = Callable[[JobResult], Any]
 
-_READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-_LISTEN_TIMEOUT_S = 0.5
-# How long one wait of the pub/sub listener lasts before it looks at whether the run is over:
-# ``run`` returns at most this late after the last result (0.5 s cost a 2,000-call run 10 %).
-_DRAIN_TIMEOUT_S = 0.02
 _SLOT_WAIT_S = 0.1
 
 
@@ -224,7 +214,7 @@ def submit(
     celery.exceptions.TimeoutError
         ``wait`` and no result within ``timeout_s``.
     """
-    client = _Client(blueprint.settings)
+    client = CeleryClient(blueprint.settings)
     result = client.publish(call)
     try:
         if not wait:
@@ -265,7 +255,7 @@ class _Run:
 
     def execute(self) -> RunSummary:
         started = time.perf_counter()
-        client = _Client(self._blueprint.settings)
+        client = CeleryClient(self._blueprint.settings)
         watcher = client.watcher(self._on_ready)
         listener = threading.Thread(
             target=watcher.listen, args=(self._done,), name="blueprint-results", daemon=True
@@ -293,7 +283,7 @@ class _Run:
             peak_in_flight=self._peak,
         )
 
-    def _loop(self, client: _Client, watcher: _Watcher) -> None:
+    def _loop(self, client: CeleryClient, watcher: ResultWatcher) -> None:
         producer_done = False
         while not (producer_done and not self._in_flight):
             event = self._events.get()
@@ -306,7 +296,7 @@ class _Run:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, client: _Client, watcher: _Watcher, call: JobCall) -> None:
+    def _publish(self, client: CeleryClient, watcher: ResultWatcher, call: JobCall) -> None:
         if call.call_id in self._in_flight:
             logger.warning("call %s is already in flight; the duplicate is dropped", call.call_id)
             self._slots.release()
@@ -438,163 +428,3 @@ def _result_from_meta(call: JobCall, state: str, value: object) -> JobResult:
     else:
         message = f"task ended in state {state}"
     return _failure(call, WORKER_FAILURE_KIND, message)
-
-
-# -- Celery as a producer and a result source ---------------------------------------------
-
-
-def _argsrepr(call: JobCall) -> str:
-    # What Flower and worker logs show instead of the payload and metadata values.
-    keys = sorted(call.metadata)
-    return f"<call job_id={call.job_id} args_bytes={len(call.args)} metadata_keys={keys}>"
-
-
-class _Client:
-    """A Celery app used only to publish calls and read results (never a worker)."""
-
-    def __init__(self, settings: Settings) -> None:
-        # Imported here so the CLI can apply gevent's monkey-patching before Celery loads.
-        from celery import Celery
-
-        self._settings = settings
-        self.app: Celery = Celery("blueprint-faas-runner", set_as_current=False)
-        self.app.conf.update(settings.celery_connection_config())
-        # The backend is thread-local in Celery: keep the one results are subscribed on.
-        self.backend = self.app.backend
-
-    def publish(self, call: JobCall) -> AsyncResult:
-        """Send ``call`` to its job's queue, the call id as task id.
-
-        Raises
-        ------
-        kombu.exceptions.OperationalError
-            The broker stayed unreachable through every publish retry.
-        """
-        return self.app.send_task(
-            EXECUTE_TASK,
-            args=(call.to_wire(),),
-            task_id=call.call_id,
-            queue=job_queue(call.job_id),
-            argsrepr=_argsrepr(call),
-            kwargsrepr="{}",
-        )
-
-    def close(self) -> None:
-        """Release the broker and backend connections of this client."""
-        consumer = getattr(self.backend, "result_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        self.app.close()
-
-    def watcher(self, on_ready: Callable[[str, str, object], None]) -> _Watcher:
-        from celery.backends.asynchronous import AsyncBackendMixin
-
-        if isinstance(self.backend, AsyncBackendMixin):
-            return _PubSubWatcher(self, on_ready)
-        return _PollingWatcher(self, on_ready)
-
-
-class _Watcher:
-    """Tells the run when a watched call's result is stored."""
-
-    def __init__(self, client: _Client, on_ready: Callable[[str, str, object], None]) -> None:
-        self._client = client
-        self._on_ready = on_ready
-
-    def watch(self, call_id: str) -> None:
-        raise NotImplementedError
-
-    def forget(self, call_id: str) -> None:
-        raise NotImplementedError
-
-    def listen(self, done: threading.Event) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Stop watching whatever is still pending (a run cut short)."""
-
-
-class _PubSubWatcher(_Watcher):
-    """Results pushed by the backend (Redis pub/sub); subscribed before the call is sent."""
-
-    def __init__(self, client: _Client, on_ready: Callable[[str, str, object], None]) -> None:
-        super().__init__(client, on_ready)
-        # Celery keeps only weak references to fulfilled-callback owners: hold them here.
-        self._pending: dict[str, AsyncResult] = {}
-
-    def watch(self, call_id: str) -> None:
-        from celery.result import AsyncResult
-
-        result = AsyncResult(call_id, backend=self._client.backend, app=self._client.app)
-        self._pending[call_id] = result
-        result.then(self._fulfilled)
-
-    def forget(self, call_id: str) -> None:
-        result = self._pending.pop(call_id, None)
-        if result is not None:
-            self._client.backend.remove_pending_result(result)
-
-    def close(self) -> None:
-        for call_id in list(self._pending):
-            self.forget(call_id)
-
-    def _fulfilled(self, result: AsyncResult) -> None:
-        self._pending.pop(result.id, None)
-        self._on_ready(result.id, result.state, result.result)
-
-    def listen(self, done: threading.Event) -> None:
-        consumer = self._client.backend.result_consumer
-        while not done.is_set():
-            try:
-                consumer.drain_events(timeout=_DRAIN_TIMEOUT_S)
-            except Exception as error:  # reconnects itself; keep listening meanwhile
-                logger.warning("result listener: %r; reading stored results instead", error)
-                done.wait(_LISTEN_TIMEOUT_S)
-                self._read_stored()
-
-    def _read_stored(self) -> None:
-        # While pub/sub is down (or Celery gave up reconnecting it), results are still
-        # stored: read them, so no call waits on a notification that will never come.
-        for call_id, result in list(self._pending.items()):
-            try:
-                meta = self._client.backend.get_task_meta(call_id, cache=False)
-            except Exception as error:
-                logger.warning("result read of %s: %r", call_id, error)
-                return
-            if meta["status"] in _READY and self._pending.pop(call_id, None) is not None:
-                with contextlib.suppress(Exception):  # unsubscribing needs the broken link
-                    self._client.backend.remove_pending_result(result)
-                self._on_ready(call_id, meta["status"], meta["result"])
-
-
-class _PollingWatcher(_Watcher):
-    """Results read back from a backend that cannot push them (the embedded file backend)."""
-
-    def __init__(self, client: _Client, on_ready: Callable[[str, str, object], None]) -> None:
-        super().__init__(client, on_ready)
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
-
-    def watch(self, call_id: str) -> None:
-        with self._lock:
-            self._pending.add(call_id)
-
-    def forget(self, call_id: str) -> None:
-        with self._lock:
-            self._pending.discard(call_id)
-
-    def listen(self, done: threading.Event) -> None:
-        backend = self._client.backend
-        interval_s = self._client._settings.poll_interval_s
-        while not done.wait(interval_s):
-            with self._lock:
-                call_ids = list(self._pending)
-            for call_id in call_ids:
-                try:
-                    meta = backend.get_task_meta(call_id, cache=False)
-                except Exception as error:
-                    logger.warning("result poll of %s: %r", call_id, error)
-                    continue
-                if meta["status"] in _READY:
-                    self.forget(call_id)
-                    self._on_ready(call_id, meta["status"], meta["result"])

@@ -5,25 +5,25 @@ from __future__ import annotations
 import logging
 
 from dispatcher import JobCall
-from dispatcher.runner import _argsrepr
+from dispatcher._celery_client import argsrepr
 from workers import redaction
 
 
 def test_the_worker_summary_matches_the_runners_and_hides_values() -> None:
     call = JobCall(3, b"secret-bytes!", metadata={"api_token": "xyz", "block": 9})
     summary = redaction.summarize_call([call.to_wire()])
-    assert summary == _argsrepr(call)
+    assert summary == argsrepr(call)
     assert "secret" not in summary and "xyz" not in summary and "api_token" in summary
     assert redaction.summarize_call("junk") == "<malformed call>"
 
 
-def test_a_retried_message_gets_a_redacted_argsrepr() -> None:
+def test_a_retried_message_gets_a_redactedargsrepr() -> None:
     call = JobCall(1, b"payload", metadata={"k": "v"})
     headers: dict[str, object] = {"argsrepr": repr([call.to_wire()])}
     redaction._redact_published(
         sender="blueprint_faas.execute", body=([call.to_wire()], {}, {}), headers=headers
     )
-    assert headers["argsrepr"] == _argsrepr(call) and headers["kwargsrepr"] == "{}"
+    assert headers["argsrepr"] == argsrepr(call) and headers["kwargsrepr"] == "{}"
 
 
 def test_the_succeeded_log_line_hides_the_result() -> None:
