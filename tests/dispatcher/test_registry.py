@@ -6,36 +6,12 @@ import pytest
 
 from dispatcher.errors import InvalidJobCall, UnknownJob
 from dispatcher.registry import FaasRegistry
-from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply
-
-
-class _EchoExecutor(FaasExecutor):
-    """The smallest executor: enough to be registered, never deployed anywhere."""
-
-    provider_name = "echo"
-
-    def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
-        return InvokeReply(body=payload)
-
-    def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
-        raise NotImplementedError
-
-    def _health_check(self, job_id: int) -> bool:
-        return True
-
-    def _warm(self, job_id: int, instances: int) -> int:
-        return instances
-
-    def _get_deployment(self, job_id: int) -> FaasDeployment:
-        raise NotImplementedError
-
-    def _undeploy_job(self, job_id: int) -> None:
-        return None
+from tests.memory_executor import MemoryExecutor
 
 
 def test_a_registered_job_is_a_faas_job_and_others_are_not() -> None:
     registry = FaasRegistry()
-    executor = _EchoExecutor()
+    executor = MemoryExecutor()
     registry.register(3, executor)
     assert registry.is_faas_job(3)
     assert not registry.is_faas_job(4)
@@ -45,7 +21,7 @@ def test_a_registered_job_is_a_faas_job_and_others_are_not() -> None:
 
 def test_registering_a_job_again_replaces_its_executor_visibly() -> None:
     registry = FaasRegistry()
-    first, second = _EchoExecutor(), _EchoExecutor()
+    first, second = MemoryExecutor(), MemoryExecutor()
     registry.register(1, first)
     registry.register(1, second)
     assert registry.get(1) is second
@@ -61,12 +37,12 @@ def test_an_unknown_job_raises_a_typed_error_naming_it() -> None:
 @pytest.mark.parametrize("job_id", [-1, 2**32, "0"])
 def test_an_invalid_job_id_cannot_be_registered(job_id: object) -> None:
     with pytest.raises(InvalidJobCall):
-        FaasRegistry().register(job_id, _EchoExecutor())  # type: ignore[arg-type]
+        FaasRegistry().register(job_id, MemoryExecutor())  # type: ignore[arg-type]
 
 
 def test_one_executor_serving_several_jobs_is_listed_once() -> None:
     registry = FaasRegistry()
-    shared = _EchoExecutor()
+    shared = MemoryExecutor()
     registry.register(0, shared)
     registry.register(1, shared)
     assert list(registry.executors()) == [shared]

@@ -8,9 +8,6 @@ from pydantic import ValidationError
 from providers.base import (
     DEFAULT_CONFIG,
     FaasConfig,
-    FaasDeployment,
-    FaasExecutor,
-    InvokeReply,
     function_name,
 )
 from providers.errors import (
@@ -24,47 +21,11 @@ from providers.errors import (
     Throttled,
     TransientFaasError,
 )
-
-
-class _RecordingExecutor(FaasExecutor):
-    """Answers from memory and records what reached its primitives."""
-
-    provider_name = "recording"
-    max_payload_bytes = 8
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.invoked: list[tuple[int, bytes]] = []
-
-    def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
-        self.invoked.append((job_id, payload))
-        return InvokeReply(body=payload[::-1], execution_ms=1.5, cold_start=False)
-
-    def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
-        return FaasDeployment(
-            function_id=function_name(job_id),
-            job_id=job_id,
-            provider=self.provider_name,
-            endpoint=None,
-            memory_mb=config.memory_mb,
-            timeout_secs=config.timeout_secs,
-        )
-
-    def _health_check(self, job_id: int) -> bool:
-        return True
-
-    def _warm(self, job_id: int, instances: int) -> int:
-        return instances
-
-    def _get_deployment(self, job_id: int) -> FaasDeployment:
-        raise NotImplementedError
-
-    def _undeploy_job(self, job_id: int) -> None:
-        return None
+from tests.memory_executor import MemoryExecutor
 
 
 def test_invoke_with_metrics_times_the_call_and_keeps_the_providers_figures() -> None:
-    executor = _RecordingExecutor()
+    executor = MemoryExecutor()
     response = executor.invoke_with_metrics(2, b"abc")
     assert response.body == b"cba"
     assert response.metrics.execution_ms == 1.5
@@ -74,7 +35,7 @@ def test_invoke_with_metrics_times_the_call_and_keeps_the_providers_figures() ->
 
 
 def test_a_payload_over_the_cap_is_refused_before_anything_is_sent() -> None:
-    executor = _RecordingExecutor()
+    executor = MemoryExecutor()
     with pytest.raises(PayloadTooLarge, match="9 bytes"):
         executor.invoke(0, b"x" * 9)
     assert executor.invoked == []
@@ -82,14 +43,14 @@ def test_a_payload_over_the_cap_is_refused_before_anything_is_sent() -> None:
 
 @pytest.mark.parametrize("job_id", [-1, 2**32])
 def test_an_out_of_range_job_id_never_reaches_the_provider(job_id: int) -> None:
-    executor = _RecordingExecutor()
+    executor = MemoryExecutor()
     with pytest.raises(ValueError):
         executor.invoke(job_id, b"")
     assert executor.invoked == []
 
 
 def test_deploy_records_the_config_that_later_invokes_are_sized_by() -> None:
-    executor = _RecordingExecutor()
+    executor = MemoryExecutor()
     assert executor.job_config(4) == DEFAULT_CONFIG
     config = FaasConfig(memory_mb=1024, timeout_secs=30)
     executor.deploy_job(4, b"PK-zip", config)
@@ -100,7 +61,7 @@ def test_deploy_records_the_config_that_later_invokes_are_sized_by() -> None:
 
 def test_an_empty_package_is_an_invalid_config() -> None:
     with pytest.raises(InvalidConfig):
-        _RecordingExecutor().deploy_job(0, b"")
+        MemoryExecutor().deploy_job(0, b"")
 
 
 def test_config_defaults_match_the_contract() -> None:

@@ -1,0 +1,48 @@
+"""An executor that answers from memory: enough to test what sits on top of the interface.
+
+Used where the thing under test is our own shared policy (the base class, the registry), not
+a provider; provider behaviour is tested against real servers.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply, function_name
+
+
+class MemoryExecutor(FaasExecutor):
+    """Answers every invoke with the payload reversed and records what reached it."""
+
+    provider_name = "memory"
+    max_payload_bytes: ClassVar[int | None] = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invoked: list[tuple[int, bytes]] = []
+
+    def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
+        self.invoked.append((job_id, payload))
+        return InvokeReply(body=payload[::-1], execution_ms=1.5, cold_start=False)
+
+    def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
+        return FaasDeployment(
+            function_id=function_name(job_id),
+            job_id=job_id,
+            provider=self.provider_name,
+            endpoint=None,
+            memory_mb=config.memory_mb,
+            timeout_secs=config.timeout_secs,
+        )
+
+    def _health_check(self, job_id: int) -> bool:
+        return True
+
+    def _warm(self, job_id: int, instances: int) -> int:
+        return instances
+
+    def _get_deployment(self, job_id: int) -> FaasDeployment:
+        raise NotImplementedError
+
+    def _undeploy_job(self, job_id: int) -> None:
+        return None
