@@ -42,6 +42,7 @@ class SingleBeatScheduler(Scheduler):  # type: ignore[misc]
         )
         self.lock = RedisLock(client, BEAT_LOCK_KEY, float(app.conf.blueprint_beat_lock_ttl_s))
         self._renewed_at: float | None = None  # monotonic time of the last successful hold
+        self._closed = False
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -54,12 +55,18 @@ class SingleBeatScheduler(Scheduler):  # type: ignore[misc]
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Send what is due if this beat holds the lock; return the seconds to sleep."""
+        if self._closed:
+            # Celery's SIGTERM handler closes the scheduler, then raises SystemExit wherever
+            # the loop was; inside a publish, kombu turns it into an error that apply_entry
+            # logs and swallows, and the loop would go on (and take the lock again).
+            raise SystemExit()
         if not self._holds_lock():
             return self.lock.heartbeat_s
         interval: float = super().tick(*args, **kwargs)
         return min(interval, self.lock.heartbeat_s)
 
     def close(self) -> None:
+        self._closed = True
         try:
             super().close()
         finally:
