@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
-import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,12 +29,12 @@ from providers.errors import (
     NotDeployed,
 )
 from providers.packaging import build_custom_package, build_shell_package
+from tests import faas_server
 
 pytestmark = pytest.mark.integration
 
 API_KEY = "e2e-secret-api-key"
 _API_KEY_ENV = "BLUEPRINT_FAAS_SERVER_API_KEY"
-_READY_DEADLINE_S = 20.0
 _STOP_DEADLINE_S = 10.0
 
 HANDLERS = dedent(
@@ -60,67 +59,20 @@ HANDLERS = dedent(
 StartServer = Callable[..., str]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str) -> None:
-    deadline = time.monotonic() + _READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"reference server exited with status {process.returncode}")
-        try:
-            # Any HTTP answer (a 404, or a 401 with an API key) means it is serving.
-            httpx.get(f"{base_url}/api/functions/ready-probe/health", timeout=1.0)
-        except httpx.TransportError:
-            time.sleep(0.05)
-            continue
-        return
-    raise TimeoutError(f"reference server not ready within {_READY_DEADLINE_S} s")
-
-
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
     """Factory: start a reference server process, return its base URL; all stopped at the end."""
-    processes: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as servers:
 
-    def start(*, api_key: str | None = None) -> str:
-        port = _free_port()
-        env = {key: value for key, value in os.environ.items() if key != _API_KEY_ENV}
-        if api_key is not None:
-            # The environment rather than --api-key: command lines are visible to other users.
-            env[_API_KEY_ENV] = api_key
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "providers.reference_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path_factory.mktemp("faas-data")),
-            ],
-            env=env,
-        )
-        processes.append(process)
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_until_ready(process, base_url)
-        return base_url
+        def start(*, api_key: str | None = None) -> str:
+            env = {key: value for key, value in os.environ.items() if key != _API_KEY_ENV}
+            if api_key is not None:
+                # The environment rather than --api-key: command lines are visible to all.
+                env[_API_KEY_ENV] = api_key
+            data_dir = tmp_path_factory.mktemp("faas-data")
+            return servers.enter_context(faas_server.reference_server(data_dir, env=env))
 
-    yield start
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=_STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield start
 
 
 @pytest.fixture(scope="module")

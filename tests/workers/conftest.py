@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,9 @@ import redis
 from dispatcher import Settings
 from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
-from providers.packaging import build_custom_package, build_shell_package
+from providers.packaging import build_shell_package
+from tests import faas_server
+from tests.faas_server import free_port
 from tests.workers import apps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,19 +57,6 @@ def wait_until(condition: Callable[[], Any], timeout_s: float = 20.0, what: str 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what or condition}")
         time.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
-    return False
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -162,29 +150,15 @@ def settings(redis_url: str) -> Settings:
 @pytest.fixture(scope="session")
 def reference_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The reference FaaS server as a real process, with jobs 1 (square) and 6 (fails)."""
-    port = free_port()
-    data_dir = tmp_path_factory.mktemp("faas")
-    command = [sys.executable, "-m", "providers.reference_server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _port_open(port), START_TIMEOUT_S, "the reference server")
-        square_package = build_custom_package(
-            "_squaring:square",
-            sources=[ROOT / "dispatcher" / "_squaring.py"],
-            python=sys.executable,
-        )
+    with faas_server.reference_server(tmp_path_factory.mktemp("faas")) as url:
         failing_package = build_shell_package(
             'cat >/dev/null\necho \'{"job_id": 6, "result": [], "success": false, '
             '"error": "division by zero"}\'\n'
         )
         with HttpFaasExecutor(url) as executor:
-            executor.deploy_job(1, square_package, apps.FAAS_CONFIG)
+            executor.deploy_job(1, faas_server.squaring_package(), apps.FAAS_CONFIG)
             executor.deploy_job(6, failing_package, apps.FAAS_CONFIG)
         yield url
-    finally:
-        stop_process(process)
 
 
 @dataclass

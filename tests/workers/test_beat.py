@@ -12,8 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +23,13 @@ from dispatcher import JobCall, Settings
 from dispatcher.keys import BEAT_LOCK_KEY, HEALTH_TASK, WARM_QUEUE, WARM_TASK, health_key
 from dispatcher.runner import submit
 from providers.custom import HttpFaasExecutor
-from providers.packaging import build_custom_package
+from tests import faas_server
 from tests.workers import warm_app
 from tests.workers.conftest import (
     FAST_KNOBS,
     ROOT,
-    START_TIMEOUT_S,
     WORKER_READY,
     WorkerProcess,
-    free_port,
     spawn_cli,
     stop_process,
     wait_until,
@@ -51,31 +47,12 @@ _SENDING = re.compile(r"Sending due task (\S+) \((\S+)\)")
 @pytest.fixture(scope="module")
 def warm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A reference server of this module's own: job 11 deployed and never invoked yet."""
-    port = free_port()
-    command = [sys.executable, "-m", "providers.reference_server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--data-dir", str(tmp_path_factory.mktemp("warm-faas"))]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        package = build_custom_package(
-            "_squaring:square",
-            sources=[ROOT / "dispatcher" / "_squaring.py"],
-            python=sys.executable,
-        )
+    with faas_server.reference_server(tmp_path_factory.mktemp("warm-faas")) as url:
         with HttpFaasExecutor(url) as executor:
-            wait_until(lambda: _answers(executor), START_TIMEOUT_S, "the reference server")
-            executor.deploy_job(warm_app.WARM_JOB, package, warm_app.WARM_CONFIG)
+            executor.deploy_job(
+                warm_app.WARM_JOB, faas_server.squaring_package(), warm_app.WARM_CONFIG
+            )
         yield url
-    finally:
-        stop_process(process)
-
-
-def _answers(executor: HttpFaasExecutor) -> bool:
-    try:
-        executor.health_check(warm_app.WARM_JOB)
-    except Exception:
-        return False
-    return True
 
 
 @pytest.fixture
