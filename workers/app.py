@@ -15,6 +15,7 @@ run them, and a separate queue keeps them from waiting behind a long job queue. 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -52,8 +53,12 @@ def served_job_ids(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> l
     return job_ids
 
 
-def create_celery_app(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> Celery:
+def create_celery_app(
+    blueprint: Blueprint, jobs: Iterable[int] | None = None, *, concurrency: int | None = None
+) -> Celery:
     """The Celery app of a worker serving ``jobs`` (default: all) of ``blueprint``.
+
+    ``concurrency`` (default: one per CPU, as Celery's) sizes the broker connection pool.
 
     Raises
     ------
@@ -76,6 +81,8 @@ def create_celery_app(blueprint: Blueprint, jobs: Iterable[int] | None = None) -
 
     app = Celery("blueprint-faas", set_as_current=True)
     app.conf.update(settings.celery_connection_config())
+    if not settings.is_embedded:
+        app.conf.broker_transport_options["max_connections"] = _broker_connection_cap(concurrency)
     app.conf.update(
         result_backend=_worker_result_backend(app.conf.result_backend),
         # One backend (one Redis connection pool) for the whole process. Celery's default is
@@ -132,6 +139,16 @@ def create_beat_app(blueprint: Blueprint) -> Celery:
     return app
 
 
+def _broker_connection_cap(concurrency: int | None) -> int:
+    # A gevent pool acknowledges from every green thread at once, each on a broker connection
+    # of its own, and redis-py raises past its cap instead of waiting (kombu's default is 10):
+    # the ack failed, and a call just read off its queue could be lost before kombu recorded it
+    # as unacknowledged. One connection per slot, plus the consumer's, control and spares.
+    return (concurrency or os.cpu_count() or 1) + _SPARE_BROKER_CONNECTIONS
+
+
+#: Broker connections beyond one per pool slot: consumer loop, remote control, restores.
+_SPARE_BROKER_CONNECTIONS = 10
 #: Broker URL schemes whose server can hold the beat lock.
 _LOCKABLE_SCHEMES = frozenset({"redis", "rediss", "unix"})
 #: Warm and health tasks go to the control queue, whoever sends them.

@@ -47,7 +47,7 @@ def run_worker(
         Unknown jobs or settings that cannot work (see :func:`create_celery_app`).
     """
     job_ids = served_job_ids(blueprint, jobs)
-    app = create_celery_app(blueprint, job_ids)
+    app = create_celery_app(blueprint, job_ids, concurrency=concurrency)
     queues = [*(job_queue(job_id) for job_id in job_ids), WARM_QUEUE]
     argv = [
         "worker",

@@ -46,6 +46,20 @@ def test_a_local_job_round_trips_on_every_pool(
     assert all(r.ok and r.ran_on == "local" and r.attempts == 1 for r in results.values())
 
 
+def test_a_busy_gevent_worker_acknowledges_every_call(
+    blueprint: Blueprint, start_worker: StartWorker
+) -> None:
+    # Green threads acknowledge concurrently, each on a broker connection of its own: past the
+    # transport's connection cap an ack failed ("Couldn't ack") and a call read off the queue
+    # could be lost before it was recorded as unacknowledged.
+    concurrency = 48
+    worker = start_worker(pool="gevent", concurrency=concurrency, jobs="4")
+    calls = [JobCall(4, (20).to_bytes(4, "big")) for _ in range(6 * concurrency)]
+    results = run_calls(blueprint, calls, max_in_flight=2 * concurrency)
+    assert sorted(r.call_id for r in results if r.ok) == sorted(c.call_id for c in calls)
+    assert "Couldn't ack" not in worker.output()
+
+
 def test_a_faas_job_runs_on_the_reference_server(
     blueprint: Blueprint, start_worker: StartWorker
 ) -> None:
