@@ -3,7 +3,9 @@
 Every process is started in its own session and stopped with :func:`stop_process` from the
 caller's ``finally``; readiness is always a condition polled against a deadline, never a
 fixed sleep. Worker processes import the benchmark scripts as app modules, so ``bench/`` is
-put on their ``PYTHONPATH`` next to the repository root.
+put on their ``PYTHONPATH`` next to the repository root. Raw Celery baselines share their app
+profile (:func:`raw_celery_app`), worker command (:func:`start_raw_worker`) and sliding-window
+client (:func:`raw_window`), so every comparison with raw Celery is set up the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
@@ -146,6 +151,113 @@ def blueprint_worker_command(
 
 
 WORKER_READY_LINE = " ready."
+
+#: The reliability profile our workers run with, given to raw Celery baselines (``"same"``).
+RAW_SAME_PROFILE: Mapping[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "worker_disable_rate_limits": True,
+}
+
+
+def raw_celery_app(redis_url: str, name: str, *, queue: str, profile: str = "same") -> Celery:
+    """A plain Celery app (no blueprint-faas code) on ``redis_url``, serving only ``queue``.
+
+    ``profile="same"`` gives it our transport and serialisation settings
+    (``Settings.celery_connection_config``) and our reliability profile (late ack, reject on
+    worker loss, prefetch 1, no rate limits): what a comparison then measures is our own code.
+    ``profile="stock"`` leaves Celery's defaults (early ack, prefetch 4), JSON both ways.
+    Tasks are registered by the caller.
+    """
+    from celery import Celery
+    from kombu import Queue
+
+    from dispatcher import Settings
+
+    app = Celery(name, set_as_current=False)
+    if profile == "same":
+        app.conf.update(Settings.from_redis_url(redis_url).celery_connection_config())
+        app.conf.update(RAW_SAME_PROFILE)
+    elif profile == "stock":
+        app.conf.update(
+            broker_url=redis_url,
+            result_backend=redis_url,
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+        )
+    else:
+        raise ValueError(f"unknown raw Celery profile: {profile!r}")
+    app.conf.task_queues = [Queue(queue)]
+    app.conf.task_default_queue = queue
+    return app
+
+
+def start_raw_worker(
+    app: str,
+    log: Path,
+    *,
+    pool: str,
+    concurrency: int,
+    loglevel: str,
+    queue: str,
+    env: Mapping[str, str] | None = None,
+    what: str = "raw worker",
+) -> subprocess.Popen[bytes]:
+    """A plain ``celery -A app worker`` started the way our workers are started.
+
+    Same pool, concurrency and log level, ``--without-mingle --without-gossip``; run as
+    ``python -m celery`` so that ``--pool gevent`` monkey-patches before anything is imported.
+    """
+    command = [sys.executable, "-m", "celery", "-A", app, "worker"]
+    command += ["--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel]
+    command += ["--queues", queue, "--without-mingle", "--without-gossip"]
+    command += ["--hostname", "bench-raw@%h"]
+    return start_process(command, log, env=env, ready_line=WORKER_READY_LINE, what=what)
+
+
+def raw_window(
+    app: Celery,
+    task: str,
+    args: Sequence[Any],
+    *,
+    queue: str,
+    calls: int,
+    window: int,
+    timeout_s: float = 600.0,
+) -> list[Any]:
+    """Send ``calls`` tasks ``task(*args)`` keeping ``window`` in flight; their results.
+
+    The leanest raw-Celery loop we could write, in one thread: send up to the window, drain the
+    result backend's pub/sub, and refill from the count the ``AsyncResult.then`` callbacks
+    keep. Results come back in completion order.
+
+    Raises
+    ------
+    TimeoutError
+        Not every result arrived within ``timeout_s``.
+    """
+    backend = app.backend
+    values: list[Any] = []
+    pending: dict[str, Any] = {}  # Celery holds then() owners weakly
+    sent = 0
+
+    def fulfilled(result: Any) -> None:
+        pending.pop(result.id, None)
+        values.append(result.result)
+
+    deadline = time.monotonic() + timeout_s
+    while len(values) < calls:
+        while sent < calls and sent - len(values) < window:
+            result = app.send_task(task, args=tuple(args), queue=queue)
+            pending[result.id] = result
+            result.then(fulfilled)
+            sent += 1
+        backend.result_consumer.drain_events(timeout=1.0)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"raw: {len(values)} of {calls} results arrived")
+    return values
 
 
 def percentile_ms(samples_s: Sequence[float], percentile: float) -> float:

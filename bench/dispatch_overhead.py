@@ -30,14 +30,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from _support import (
     WORKER_READY_LINE,
     blueprint_worker_command,
     group_cpu_s,
     log_tail,
+    raw_celery_app,
+    raw_window,
     start_process,
+    start_raw_worker,
     start_redis,
     stop_process,
 )
@@ -70,27 +73,7 @@ blueprint = Blueprint(router=router)
 
 def make_raw_app(redis_url: str, profile: str) -> Celery:
     """A plain Celery app with one no-op task on one queue, on ``redis_url``."""
-    from celery import Celery
-    from kombu import Queue
-
-    app = Celery("bench-raw", set_as_current=False)
-    if profile == "same":
-        app.conf.update(Settings.from_redis_url(redis_url).celery_connection_config())
-        app.conf.update(
-            task_acks_late=True,
-            task_reject_on_worker_lost=True,
-            worker_prefetch_multiplier=1,
-            worker_disable_rate_limits=True,
-        )
-    else:
-        app.conf.update(
-            broker_url=redis_url,
-            result_backend=redis_url,
-            task_serializer="json",
-            result_serializer="json",
-            accept_content=["json"],
-        )
-    app.conf.task_queues = [Queue(RAW_QUEUE)]
+    app = raw_celery_app(redis_url, "bench-raw", queue=RAW_QUEUE, profile=profile)
 
     @app.task(name=RAW_TASK)
     def raw_noop(args: str) -> str:
@@ -161,13 +144,14 @@ def _start_ours(
 
 
 def _start_raw(root: Path, url: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "celery", "-A", "dispatch_overhead:raw_app", "worker"]
-    command += [f"--pool={args.pool}", f"--concurrency={args.concurrency}"]
-    command += [f"--loglevel={args.loglevel}", f"--queues={RAW_QUEUE}"]
-    command += ["--without-mingle", "--without-gossip", "--hostname=bench-raw@%h"]
-    env = {_RAW_URL_ENV: url, _RAW_PROFILE_ENV: args.raw_profile}
-    return start_process(
-        command, root / "raw.log", env=env, ready_line=WORKER_READY_LINE, what="raw worker"
+    return start_raw_worker(
+        "dispatch_overhead:raw_app",
+        root / "raw.log",
+        pool=args.pool,
+        concurrency=args.concurrency,
+        loglevel=args.loglevel,
+        queue=RAW_QUEUE,
+        env={_RAW_URL_ENV: url, _RAW_PROFILE_ENV: args.raw_profile},
     )
 
 
@@ -249,35 +233,19 @@ def _raw(app: Celery, calls: int, window: int, payload: bytes) -> float:
         sent = [app.send_task(RAW_TASK, args=(arg,), queue=RAW_QUEUE) for _ in range(calls)]
         values = ResultSet(sent, app=app).join_native(timeout=_JOIN_TIMEOUT_S)
     else:
-        values = _raw_window(app, calls, window, arg)
+        values = raw_window(
+            app,
+            RAW_TASK,
+            (arg,),
+            queue=RAW_QUEUE,
+            calls=calls,
+            window=window,
+            timeout_s=_JOIN_TIMEOUT_S,
+        )
     elapsed_s = time.perf_counter() - started
     if len(values) != calls or any(value != arg for value in values):
         raise RuntimeError("raw: missing or wrong results")
     return elapsed_s
-
-
-def _raw_window(app: Celery, calls: int, window: int, arg: str) -> list[Any]:
-    # One thread: send up to the window, drain pub/sub, refill from the callbacks' count.
-    backend = app.backend
-    values: list[Any] = []
-    pending: dict[str, Any] = {}  # Celery holds then() owners weakly
-    sent = 0
-
-    def fulfilled(result: Any) -> None:
-        pending.pop(result.id, None)
-        values.append(result.result)
-
-    deadline = time.monotonic() + _JOIN_TIMEOUT_S
-    while len(values) < calls:
-        while sent < calls and sent - len(values) < window:
-            result = app.send_task(RAW_TASK, args=(arg,), queue=RAW_QUEUE)
-            pending[result.id] = result
-            result.then(fulfilled)
-            sent += 1
-        backend.result_consumer.drain_events(timeout=1.0)
-        if time.monotonic() > deadline:
-            raise TimeoutError("raw: results did not arrive")
-    return values
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Question: with jobs forwarded to a function that takes 100 ms, how many jobs per second does
 one worker process (threads or gevent pool) sustain at concurrency C, against the ideal
-``C / 0.1 s``?
+``C / 0.1 s``, and against raw Celery doing the same forwarding?
 
     .venv/bin/python bench/io_concurrency.py [--concurrency 50,200] [--pool threads]
         [--jobs-per-slot 10] [--sleep-ms 100] [--rounds 3]
@@ -10,13 +10,29 @@ one worker process (threads or gevent pool) sustain at concurrency C, against th
 The function is a small ASGI app in this module (``function_app``), served by uvicorn in its
 own process, answering the Custom FaaS contract's invoke endpoint after sleeping
 ``--sleep-ms``: it waits on a timer, not a CPU, so it measures the worker, not the function.
-The same run measures the baseline: the function called directly with C threads of httpx
-(one client, pool size C), which shows what the function and the machine allow.
 
 For each concurrency a worker with that pool and concurrency is started; the runner's
 ``max_in_flight`` is twice the concurrency (so the runner is not the bound), and the worker's
 HTTP pool is ``providers._http.DEFAULT_LIMITS`` (its connection cap is printed: above it the
 pool, not the worker, is the bound).
+
+The same run measures two baselines, interleaved with our worker round by round:
+
+* raw Celery: a plain Celery app (``raw_app``, no blueprint-faas code in the task path) whose
+  one task POSTs the same body to the same function with httpx and returns its result. It is
+  served by a plain ``celery -A io_concurrency:raw_app worker`` started like ours (same pool,
+  concurrency and log level, ``--without-mingle --without-gossip``) on the same redis-server,
+  with our transport settings and reliability profile (late ack, reject on worker loss,
+  prefetch 1, no rate limits). Its httpx client is one per worker process, created on first
+  use, with the same ``DEFAULT_LIMITS`` and a 30 s timeout. The client keeps a sliding window of
+  ``2 x C`` tasks in flight, as the runner does (``send_task``, ``AsyncResult.then``, one
+  thread draining the result backend's pub/sub), and checks every result. Ours / raw is what
+  blueprint-faas costs on top of Celery for this work.
+* direct: the function called with C threads of httpx (one client, pool size C), which shows
+  what the function and the machine allow.
+
+Also printed: CPU ms per job of our worker and of the raw worker (process groups), and of the
+client process for each (the runner, the raw sending loop).
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +58,10 @@ from _support import (
     free_port,
     group_cpu_s,
     log_tail,
+    raw_celery_app,
+    raw_window,
     start_process,
+    start_raw_worker,
     start_redis,
     stop_process,
 )
@@ -54,8 +74,14 @@ from providers.custom import HttpFaasExecutor
 if TYPE_CHECKING:
     import subprocess
 
+    from celery import Celery
+
 SLEEPY_JOB = 7
+INVOKE_PATH = f"/api/functions/blueprint-job-{SLEEPY_JOB}/invoke"
+RAW_TASK = "bench.invoke"
+RAW_QUEUE = "bench.raw"
 _FUNCTION_URL_ENV = "BENCH_FUNCTION_URL"
+_RAW_URL_ENV = "BENCH_RAW_REDIS_URL"
 _SLEEP_MS_ENV = "BENCH_SLEEP_MS"
 _CONFIG = FaasConfig(timeout_secs=10, memory_mb=128)
 _ARGS = bytes(range(16))
@@ -93,6 +119,34 @@ def build_blueprint() -> Blueprint:
 #: ``--app io_concurrency:blueprint`` (a factory: the URL is read in the worker's process).
 blueprint = build_blueprint
 
+#: The raw Celery baseline's app (``-A io_concurrency:raw_app``); Redis URL from its env.
+raw_app = raw_celery_app(
+    os.environ.get(_RAW_URL_ENV, "redis://127.0.0.1:6379/0"), "bench-raw", queue=RAW_QUEUE
+)
+
+_raw_http: httpx.Client | None = None
+_raw_http_lock = threading.Lock()
+
+
+def _raw_client() -> httpx.Client:
+    """The raw worker process's one httpx client, made on first use (not at import)."""
+    global _raw_http
+    if _raw_http is None:
+        with _raw_http_lock:
+            if _raw_http is None:
+                _raw_http = httpx.Client(
+                    base_url=os.environ[_FUNCTION_URL_ENV], limits=DEFAULT_LIMITS, timeout=30
+                )
+    return _raw_http
+
+
+@raw_app.task(name=RAW_TASK)
+def raw_invoke(args: list[int]) -> Any:
+    """POST job 7's call to the function and return its result: nothing else."""
+    response = _raw_client().post(INVOKE_PATH, json={"job_id": SLEEPY_JOB, "args": args})
+    response.raise_for_status()
+    return response.json()["result"]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,11 +171,14 @@ def main() -> None:
                 f"max_connections={DEFAULT_LIMITS.max_connections}; {args.rounds} rounds, medians"
             )
             print(
-                f"{'concurrency':<13}{'ideal/s':>9}{'worker/s':>10}{'of ideal':>10}"
-                f"{'direct/s':>10}{'of ideal':>10}   CPU ms/job: worker, runner"
+                f"{'concurrency':<13}{'ideal/s':>9}{'ours/s':>9}{'of ideal':>10}"
+                f"{'raw/s':>9}{'of ideal':>10}{'ours/raw':>10}{'direct/s':>10}{'of ideal':>10}"
+                "   CPU ms/job ours vs raw: worker; client"
             )
+            client = raw_celery_app(redis_url, "bench-raw-client", queue=RAW_QUEUE)
             for level in levels:
-                _one_level(root, settings, function_url, level, args, processes)
+                urls = (redis_url, function_url)
+                _one_level(root, settings, client, urls, level, args, processes)
         except BaseException:
             for log in sorted(root.glob("*.log")):
                 print(f"--- {log.name} tail:\n{log_tail(log)}", file=sys.stderr)
@@ -154,11 +211,13 @@ def _start_function(root: Path, sleep_ms: float, processes: list[subprocess.Pope
 def _one_level(
     root: Path,
     settings: Settings,
-    function_url: str,
+    raw_client: Celery,
+    urls: tuple[str, str],
     level: int,
     args: argparse.Namespace,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
+    redis_url, function_url = urls
     command = blueprint_worker_command(
         "io_concurrency:blueprint", pool=args.pool, concurrency=level, loglevel="INFO"
     )
@@ -170,28 +229,55 @@ def _one_level(
         what=f"worker c={level}",
     )
     processes.append(worker)
+    raw_worker = start_raw_worker(
+        "io_concurrency:raw_app",
+        root / f"raw-worker-{level}.log",
+        pool=args.pool,
+        concurrency=level,
+        loglevel="INFO",
+        queue=RAW_QUEUE,
+        env={_RAW_URL_ENV: redis_url, _FUNCTION_URL_ENV: function_url},
+        what=f"raw worker c={level}",
+    )
+    processes.append(raw_worker)
     try:
         jobs = level * args.jobs_per_slot
         ideal = level / (args.sleep_ms / 1000)
-        _through_worker(settings, level, level)  # warm-up: threads, connections
-        worker_rates, direct_rates, worker_cpu_ms, runner_cpu_ms = [], [], [], []
+        # Warm-up: threads, connections, imports on every side.
+        _through_worker(settings, level, level)
+        _through_raw(raw_client, level, level)
+        sides: dict[str, tuple[int, Callable[[], float]]] = {
+            "ours": (worker.pid, lambda: _through_worker(settings, jobs, level)),
+            "raw": (raw_worker.pid, lambda: _through_raw(raw_client, jobs, level)),
+        }
+        rates: dict[str, list[float]] = {"ours": [], "raw": [], "direct": []}
+        cpu_ms: dict[str, list[tuple[float, float]]] = {"ours": [], "raw": []}
         for _ in range(args.rounds):
-            # One worker process runs on one core at most (the GIL): its CPU per job bounds it.
-            worker_cpu_s, runner_cpu_s = group_cpu_s(worker.pid), time.process_time()
-            worker_rates.append(_through_worker(settings, jobs, level))
-            worker_cpu_ms.append((group_cpu_s(worker.pid) - worker_cpu_s) * 1000 / jobs)
-            runner_cpu_ms.append((time.process_time() - runner_cpu_s) * 1000 / jobs)
-            direct_rates.append(_direct(function_url, jobs, level))
-        worker_rate = statistics.median(worker_rates)
-        direct_rate = statistics.median(direct_rates)
+            for name, (pid, run) in sides.items():
+                # One worker process runs on one core at most (the GIL): its CPU per job
+                # bounds it.
+                worker_cpu_s, client_cpu_s = group_cpu_s(pid), time.process_time()
+                rates[name].append(run())
+                worker_cpu_s = group_cpu_s(pid) - worker_cpu_s
+                client_cpu_s = time.process_time() - client_cpu_s
+                cpu_ms[name].append((worker_cpu_s * 1000 / jobs, client_cpu_s * 1000 / jobs))
+            rates["direct"].append(_direct(function_url, jobs, level))
+        ours, raw, direct = (statistics.median(rates[name]) for name in ("ours", "raw", "direct"))
+
+        def cpu(name: str, part: int) -> float:
+            return statistics.median(sample[part] for sample in cpu_ms[name])
+
         print(
-            f"{level:<13}{ideal:>9.0f}{worker_rate:>10.0f}{worker_rate / ideal:>10.0%}"
-            f"{direct_rate:>10.0f}{direct_rate / ideal:>10.0%}   "
-            f"{statistics.median(worker_cpu_ms):.2f}, {statistics.median(runner_cpu_ms):.2f}"
+            f"{level:<13}{ideal:>9.0f}{ours:>9.0f}{ours / ideal:>10.0%}"
+            f"{raw:>9.0f}{raw / ideal:>10.0%}{ours / raw:>10.2f}"
+            f"{direct:>10.0f}{direct / ideal:>10.0%}   "
+            f"{cpu('ours', 0):.2f} vs {cpu('raw', 0):.2f}; "
+            f"{cpu('ours', 1):.2f} vs {cpu('raw', 1):.2f}"
         )
     finally:
-        stop_process(worker)
-        processes.remove(worker)
+        for process in (raw_worker, worker):
+            stop_process(process)
+            processes.remove(process)
 
 
 def _through_worker(settings: Settings, jobs: int, level: int) -> float:
@@ -212,6 +298,19 @@ def _through_worker(settings: Settings, jobs: int, level: int) -> float:
     return jobs / elapsed_s
 
 
+def _through_raw(app: Celery, jobs: int, level: int) -> float:
+    """Jobs per second through raw Celery: the runner's window, every result checked."""
+    started = time.perf_counter()
+    values = raw_window(
+        app, RAW_TASK, (list(_ARGS),), queue=RAW_QUEUE, calls=jobs, window=2 * level
+    )
+    elapsed_s = time.perf_counter() - started
+    wrong = [value for value in values if value != list(_ARGS)]
+    if len(values) != jobs or wrong:
+        raise RuntimeError(f"raw: {len(values)} of {jobs} results, e.g. wrong: {wrong[:1]}")
+    return jobs / elapsed_s
+
+
 def _direct(function_url: str, jobs: int, level: int) -> float:
     """Jobs per second calling the function directly from ``level`` threads (the baseline)."""
     limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
@@ -219,7 +318,7 @@ def _direct(function_url: str, jobs: int, level: int) -> float:
     with httpx.Client(base_url=function_url, limits=limits, timeout=30) as client:
 
         def call(_: int) -> None:
-            client.post("/api/functions/blueprint-job-7/invoke", json=body).raise_for_status()
+            client.post(INVOKE_PATH, json=body).raise_for_status()
 
         with ThreadPoolExecutor(level) as pool:
             list(pool.map(call, range(level)))  # warm-up: connections
