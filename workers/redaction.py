@@ -4,7 +4,9 @@ Three hooks: every execute message a worker publishes (a retry) gets a redacted 
 which is what Flower and task events show; the execute task's return value is a
 :class:`SummarizedResult`, whose repr (what ``task-succeeded`` events carry, as Celery builds
 them from ``repr(result)``) is a summary while its JSON form is the full wire dict; and
-Celery's "succeeded" log line shows the shape of the result instead of its values.
+Celery's "succeeded" log line shows the shape of the result instead of its values. httpx's
+per-request log line is turned off below WARNING: it shows the full URL, query string
+included, where a function key can sit (Azure's ``?code=``), and it cost a log line per call.
 Secrets never travel in messages at all (DESIGN.md decision 5); this keeps job data out of
 places operators browse.
 """
@@ -23,6 +25,7 @@ from dispatcher.keys import EXECUTE_TASK
 __all__ = ["SummarizedResult", "install", "summarize_call", "summarize_result", "summarized"]
 
 _TRACE_LOGGER = "celery.app.trace"
+_HTTPX_LOGGER = "httpx"
 _P = ParamSpec("_P")
 
 
@@ -101,6 +104,9 @@ def install() -> None:
     trace_logger = logging.getLogger(_TRACE_LOGGER)
     if not any(isinstance(f, _ResultRedactingFilter) for f in trace_logger.filters):
         trace_logger.addFilter(_ResultRedactingFilter())
+    httpx_logger = logging.getLogger(_HTTPX_LOGGER)
+    if httpx_logger.level == logging.NOTSET:  # an operator's own choice stands
+        httpx_logger.setLevel(logging.WARNING)
 
 
 def _redact_published(
