@@ -164,8 +164,9 @@ RAW_SAME_PROFILE: Mapping[str, Any] = {
 def raw_celery_app(redis_url: str, name: str, *, queue: str, profile: str = "same") -> Celery:
     """A plain Celery app (no blueprint-faas code) on ``redis_url``, serving only ``queue``.
 
-    ``profile="same"`` gives it our transport and serialisation settings
-    (``Settings.celery_connection_config``) and our reliability profile (late ack, reject on
+    ``profile="same"`` gives it our transport options and serialisation settings
+    (``Settings.celery_connection_config``; kombu's Redis transport itself, not ours) and our
+    reliability profile (late ack, reject on
     worker loss, prefetch 1, no rate limits): what a comparison then measures is our own code.
     ``profile="stock"`` leaves Celery's defaults (early ack, prefetch 4), JSON both ways.
     Tasks are registered by the caller.
@@ -179,6 +180,7 @@ def raw_celery_app(redis_url: str, name: str, *, queue: str, profile: str = "sam
     if profile == "same":
         app.conf.update(Settings.from_redis_url(redis_url).celery_connection_config())
         app.conf.update(RAW_SAME_PROFILE)
+        app.conf.broker_transport = None  # kombu's own Redis transport, not ours
     elif profile == "stock":
         app.conf.update(
             broker_url=redis_url,

@@ -63,6 +63,12 @@ DEFAULT_BEAT_LOCK_TTL_S = 30.0
 # ``BLUEPRINT_FAAS_SERVER_*`` options are not settings of the runner or the workers.
 _FOREIGN_ENV_PREFIXES = (f"{ENV_PREFIX}SERVER_",)
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "unix"})
+#: Broker URL schemes whose kombu transport is the one :mod:`dispatcher._broker` extends (the
+#: others name their transport in the URL itself).
+_OWN_TRANSPORT_SCHEMES = frozenset({"redis", "rediss"})
+#: kombu's Redis transport made cheaper per call; named, not imported, so that loading the
+#: settings does not load kombu and redis before the CLI applies gevent's patches.
+_OWN_TRANSPORT = "dispatcher._broker:Transport"
 
 
 def redact_url(url: str | None) -> str | None:
@@ -298,6 +304,8 @@ class Settings(BaseModel):
             "broker_transport_options": self._transport_options(),
             "result_backend_transport_options": {"retry_policy": _RECONNECT_POLICY},
         }
+        if urlsplit(config["broker_url"]).scheme in _OWN_TRANSPORT_SCHEMES:
+            config["broker_transport"] = _OWN_TRANSPORT
         if self.is_embedded:
             self._ensure_embedded_folders()
         return config

@@ -26,7 +26,6 @@ from kombu import Exchange, Queue
 from dispatcher.errors import ConfigError
 from dispatcher.keys import HEALTH_TASK, WARM_QUEUE, WARM_TASK, job_queue
 from workers import exporter, observe, redaction
-from workers._broker import TRANSPORT_PATH
 from workers._results import BACKEND_PATH
 from workers.beat import beat_schedule
 from workers.tasks import register_tasks
@@ -84,8 +83,6 @@ def create_celery_app(
     app.conf.update(settings.celery_connection_config())
     if not settings.is_embedded:
         app.conf.broker_transport_options["max_connections"] = _broker_connection_cap(concurrency)
-    if urlsplit(settings.resolved_broker_url).scheme in _SHARED_CLIENT_SCHEMES:
-        app.conf.broker_transport = TRANSPORT_PATH
     app.conf.update(
         result_backend=_worker_result_backend(app.conf.result_backend),
         # One backend (one Redis connection pool) for the whole process. Celery's default is
@@ -152,8 +149,6 @@ def _broker_connection_cap(concurrency: int | None) -> int:
 
 #: Broker connections beyond one per pool slot: consumer loop, remote control, restores.
 _SPARE_BROKER_CONNECTIONS = 10
-#: Broker URL schemes served by kombu's Redis transport, which ours extends.
-_SHARED_CLIENT_SCHEMES = frozenset({"redis", "rediss"})
 #: Broker URL schemes whose server can hold the beat lock.
 _LOCKABLE_SCHEMES = frozenset({"redis", "rediss", "unix"})
 #: Warm and health tasks go to the control queue, whoever sends them.

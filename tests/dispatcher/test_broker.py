@@ -1,4 +1,4 @@
-"""The workers' Redis transport against a real Redis: kombu's behaviour, cheaper per call."""
+"""Our Redis broker transport against a real Redis: kombu's behaviour, cheaper per call."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
+from dispatcher import Settings
+from dispatcher._broker import Transport
 from tests.workers.conftest import wait_until
-from workers._broker import Transport
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,13 @@ def _receive_one(connection: Connection, received: list[Any]) -> Any:
 def _scans(server: redis.Redis) -> int:
     """How many unacked-index scans the Redis server has run (all dbs)."""
     return int(server.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0))
+
+
+def test_settings_select_this_transport_for_a_redis_broker(redis_url: str) -> None:
+    config = Settings.from_redis_url(redis_url).celery_connection_config()
+    with Connection(config["broker_url"], transport=config["broker_transport"]) as connection:
+        assert isinstance(connection.transport, Transport)
+        assert connection.default_channel.client.ping()
 
 
 def test_a_channel_keeps_one_client_until_its_pool_is_replaced(connection: Connection) -> None:

@@ -1,12 +1,13 @@
-"""The workers' Redis broker transport: kombu's, made cheaper per call on a busy worker.
+"""The Redis broker transport of workers and runners: kombu's, made cheaper per call.
 
 **One client per channel.** kombu's Redis channel builds a new ``redis.Redis`` around its
 connection pool for every acknowledgement and every delivered message it records as
 unacknowledged. Building one costs about 0.1 ms of Python (redis-py fills a table of response
-callbacks each time), and with late acks a worker pays it twice per call on its consumer loop,
-the one thread every call goes through. A ``redis.Redis`` is safe to share between threads
-and green threads (each command borrows a connection from the pool), so the channel keeps
-one, rebuilt only when the channel replaces its pool after a reconnect.
+callbacks each time): a worker with late acks paid it twice per call on its consumer loop, the
+one thread every call goes through, and a runner once per published call. A ``redis.Redis``
+is safe to share between threads and green threads (each command borrows a connection from
+the pool), so the channel keeps one, rebuilt only when the channel replaces its pool after a
+reconnect.
 
 **Restores on a clock.** Without Celery's event loop (the gevent pool) kombu looks for
 unacknowledged calls to restore after every poll that delivered nothing, not on a timer, and
@@ -23,10 +24,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
-__all__ = ["TRANSPORT_PATH", "Transport"]
-
-#: What ``broker_transport`` names to select this transport.
-TRANSPORT_PATH = "workers._broker:Transport"
+__all__ = ["Transport"]
 
 
 class _Channel(kombu_redis.Channel):  # type: ignore[misc]
