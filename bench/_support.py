@@ -181,6 +181,9 @@ def raw_celery_app(redis_url: str, name: str, *, queue: str, profile: str = "sam
         app.conf.update(Settings.from_redis_url(redis_url).celery_connection_config())
         app.conf.update(RAW_SAME_PROFILE)
         app.conf.broker_transport = None  # kombu's own Redis transport, not ours
+        # Past kombu's default cap of 10 broker connections a gevent worker loses calls (see
+        # workers/app.py); a cap it never reaches keeps the baseline measuring speed alone.
+        app.conf.broker_transport_options["max_connections"] = 1000
     elif profile == "stock":
         app.conf.update(
             broker_url=redis_url,
