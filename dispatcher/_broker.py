@@ -1,5 +1,7 @@
 """The Redis broker transport of workers and runners: kombu's, made cheaper per call.
 
+Selected for ``redis://`` brokers by :meth:`dispatcher.settings.Settings.celery_connection_config`.
+
 **One client per channel.** kombu's Redis channel builds a new ``redis.Redis`` around its
 connection pool for every acknowledgement and every delivered message it records as
 unacknowledged. Building one costs about 0.1 ms of Python (redis-py fills a table of response

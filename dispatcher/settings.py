@@ -63,9 +63,10 @@ DEFAULT_BEAT_LOCK_TTL_S = 30.0
 # ``BLUEPRINT_FAAS_SERVER_*`` options are not settings of the runner or the workers.
 _FOREIGN_ENV_PREFIXES = (f"{ENV_PREFIX}SERVER_",)
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "unix"})
-#: Broker URL schemes whose kombu transport is the one :mod:`dispatcher._broker` extends (the
-#: others name their transport in the URL itself).
-_OWN_TRANSPORT_SCHEMES = frozenset({"redis", "rediss"})
+#: Broker URL schemes that get the transport of :mod:`dispatcher._broker`. Not ``rediss``:
+#: kombu turns TLS on for a ``rediss`` URL without SSL options only when the transport is
+#: named by that alias, and a transport class given instead would connect in plain text.
+_OWN_TRANSPORT_SCHEMES = frozenset({"redis"})
 #: kombu's Redis transport made cheaper per call; named, not imported, so that loading the
 #: settings does not load kombu and redis before the CLI applies gevent's patches.
 _OWN_TRANSPORT = "dispatcher._broker:Transport"

@@ -65,6 +65,13 @@ def test_settings_select_this_transport_for_a_redis_broker(redis_url: str) -> No
         assert connection.default_channel.client.ping()
 
 
+def test_a_tls_broker_keeps_kombus_transport_so_tls_stays_on() -> None:
+    config = Settings(broker_url="rediss://cache.example:6380/0").celery_connection_config()
+    assert "broker_transport" not in config
+    with Connection(config["broker_url"]) as connection:
+        assert connection.ssl, "kombu enables TLS for the rediss alias"
+
+
 def test_a_channel_keeps_one_client_until_its_pool_is_replaced(connection: Connection) -> None:
     channel: Any = connection.default_channel  # kombu's Redis channel, untyped internals
     client = channel._create_client()
