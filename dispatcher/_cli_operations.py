@@ -13,10 +13,10 @@ module before it monkey-patches the process.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["operations_cli"]
 
 operations_cli = typer.Typer(add_completion=False)
+
+_T = TypeVar("_T")
 
 _App = Annotated[str, typer.Option("--app", "-A", help="App module, or module:attr.")]
 _JobId = Annotated[int, typer.Argument(help="The job id.", min=0, max=2**32 - 1)]
@@ -63,8 +65,7 @@ def deploy(
     """Package HANDLER for the job's provider and deploy it (create or replace)."""
     from dispatcher import operations
 
-    with _reported_errors():
-        blueprint = _load(app)
+    def deploy_job(blueprint: Blueprint) -> FaasDeployment:
         config = operations.faas_config(
             memory_mb=memory,
             timeout_s=timeout,
@@ -72,10 +73,11 @@ def deploy(
             keep_warm=keep_warm,
             max_concurrency=max_concurrency,
         )
-        with _progress(f"Deploying job {job_id}"):
-            deployment = operations.deploy(
-                blueprint, job_id, handler, sources=source or [], config=config, provider=provider
-            )
+        return operations.deploy(
+            blueprint, job_id, handler, sources=source or [], config=config, provider=provider
+        )
+
+    deployment = _run(app, f"Deploying job {job_id}", deploy_job)
     _print_deployment(deployment, as_json, title=f"Deployed job {job_id}")
 
 
@@ -90,14 +92,16 @@ def warm(
     """Start instances of the job's function ahead of calls."""
     from dispatcher import operations
 
-    with _reported_errors():
-        blueprint = _load(app)
-        with _progress(f"Warming job {job_id}"):
-            warmed = operations.warm(blueprint, job_id, instances, provider=provider)
-    if as_json:
-        _print_json({"job_id": job_id, "instances_warmed": warmed})
-    else:
-        _stdout().print(f"job {job_id}: {warmed} instance(s) warm")
+    warmed = _run(
+        app,
+        f"Warming job {job_id}",
+        lambda blueprint: operations.warm(blueprint, job_id, instances, provider=provider),
+    )
+    _print_outcome(
+        as_json,
+        {"job_id": job_id, "instances_warmed": warmed},
+        f"job {job_id}: {warmed} instance(s) warm",
+    )
 
 
 @operations_cli.command()
@@ -110,15 +114,13 @@ def health(
     """Ask the provider whether the job's function can run; exit status 2 when it cannot."""
     from dispatcher import operations
 
-    with _reported_errors():
-        blueprint = _load(app)
-        with _progress(f"Checking job {job_id}"):
-            healthy = operations.health(blueprint, job_id, provider=provider)
-    if as_json:
-        _print_json({"job_id": job_id, "healthy": healthy})
-    else:
-        word = "[green]healthy[/green]" if healthy else "[red]unhealthy[/red]"
-        _stdout().print(f"job {job_id}: {word}")
+    healthy = _run(
+        app,
+        f"Checking job {job_id}",
+        lambda blueprint: operations.health(blueprint, job_id, provider=provider),
+    )
+    word = "[green]healthy[/green]" if healthy else "[red]unhealthy[/red]"
+    _print_outcome(as_json, {"job_id": job_id, "healthy": healthy}, f"job {job_id}: {word}")
     if not healthy:
         raise typer.Exit(2)
 
@@ -133,10 +135,11 @@ def info(
     """Show what the provider reports about the job's function."""
     from dispatcher import operations
 
-    with _reported_errors():
-        blueprint = _load(app)
-        with _progress(f"Asking about job {job_id}"):
-            deployment = operations.info(blueprint, job_id, provider=provider)
+    deployment = _run(
+        app,
+        f"Asking about job {job_id}",
+        lambda blueprint: operations.info(blueprint, job_id, provider=provider),
+    )
     _print_deployment(deployment, as_json, title=f"Job {job_id}")
 
 
@@ -150,14 +153,12 @@ def undeploy(
     """Remove the job's function (nothing to remove is not an error)."""
     from dispatcher import operations
 
-    with _reported_errors():
-        blueprint = _load(app)
-        with _progress(f"Removing job {job_id}"):
-            operations.undeploy(blueprint, job_id, provider=provider)
-    if as_json:
-        _print_json({"job_id": job_id, "undeployed": True})
-    else:
-        _stdout().print(f"job {job_id}: undeployed")
+    _run(
+        app,
+        f"Removing job {job_id}",
+        lambda blueprint: operations.undeploy(blueprint, job_id, provider=provider),
+    )
+    _print_outcome(as_json, {"job_id": job_id, "undeployed": True}, f"job {job_id}: undeployed")
 
 
 @operations_cli.command()
@@ -171,10 +172,11 @@ def status(
     """Every job of the app: where it runs, its function, last health, queue and workers."""
     from dispatcher.status import app_status
 
-    with _reported_errors():
-        blueprint = _load(app)
-        with _progress("Asking the broker, the workers and the providers"):
-            report = app_status(blueprint, inspect_timeout_s=inspect_timeout)
+    report = _run(
+        app,
+        "Asking the broker, the workers and the providers",
+        lambda blueprint: app_status(blueprint, inspect_timeout_s=inspect_timeout),
+    )
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -205,6 +207,24 @@ def cost(
         _print_json(report.to_dict())
     else:
         _print_cost(report)
+
+
+# -- running and printing -----------------------------------------------------------------
+
+
+def _run(app: str, doing: str, operation: Callable[[Blueprint], _T]) -> _T:
+    """Load the app and run one operation under a progress line; failures end the command."""
+    with _reported_errors():
+        blueprint = _load(app)
+        with _progress(doing):
+            return operation(blueprint)
+
+
+def _print_outcome(as_json: bool, document: dict[str, Any], line: str) -> None:
+    if as_json:
+        _print_json(document)
+    else:
+        _stdout().print(line)
 
 
 # -- errors and progress ------------------------------------------------------------------
