@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-import dispatcher
 from dispatcher import Blueprint, ConfigError, Router, Settings, load_app
 from providers.custom import HttpFaasExecutor
 
@@ -62,10 +61,3 @@ def test_settings_are_read_from_the_environment_on_first_use(
 ) -> None:
     monkeypatch.setenv("BLUEPRINT_FAAS_MAX_IN_FLIGHT", "9")
     assert Blueprint().settings.max_in_flight == 9
-
-
-def test_the_package_exports_exactly_its_public_names() -> None:
-    public = {name for name in dir(dispatcher) if not name.startswith("_")}
-    assert set(dispatcher.__all__) == public - {"annotations", "importlib", "TYPE_CHECKING", "Any"}
-    for name in dispatcher.__all__:
-        assert getattr(dispatcher, name) is not None

@@ -53,7 +53,6 @@ def test_metadata_cannot_be_changed_after_construction() -> None:
 def test_a_call_survives_its_wire_form_unchanged() -> None:
     call = JobCall(5, bytes(range(256)), {"block": 12, "tx": "0xabc"})
     wire = call.to_wire()
-    assert wire["args"] == call.to_wire()["args"]
     assert isinstance(wire["args"], str)
     assert JobCall.from_wire(wire) == call
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -12,7 +11,6 @@ from typer.testing import CliRunner
 from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings, submit
 from dispatcher.cli import cli
 from tests.dispatcher import runnable_app
-from tests.workers import apps
 from tests.workers.conftest import StartWorker
 
 pytestmark = pytest.mark.integration
@@ -127,7 +125,6 @@ def test_the_cli_submits_and_runs_an_app(
     start_worker(jobs="0,3")
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv(apps.FAAS_URL_ENV, os.environ[apps.FAAS_URL_ENV])
     cli_runner = CliRunner()
 
     ok = cli_runner.invoke(

@@ -179,10 +179,10 @@ def test_warm_instances_end_when_the_server_is_killed(
     server = start_server()
     config = {"env_vars": {"OUT_DIR": str(out_dir)}}
     assert server.deploy(function_id, probe_zip, config).status_code == 200
-    assert server.http.post(f"/api/functions/{function_id}/warm", params={"instances": 2})
-    started = out_dir.glob("started-*")
+    warmed = server.http.post(f"/api/functions/{function_id}/warm", params={"instances": 2})
+    assert warmed.status_code == 200 and warmed.json()["instances_warmed"] == 2
     wait_until(lambda: len(list(out_dir.glob("started-*"))) == 2, what="two warm instances")
-    pids = [int(path.name.split("-")[1]) for path in started]
+    pids = [int(path.name.split("-")[1]) for path in out_dir.glob("started-*")]
 
     server.stop(signal.SIGKILL)
 
