@@ -144,17 +144,17 @@ def flower(
         raise typer.BadParameter(str(error)) from error
 
 
-@cli.command("reference-server")
-def reference_server(
-    data_dir: Annotated[Path, typer.Option()],
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8080,
-    api_key: Annotated[str | None, typer.Option(envvar="BLUEPRINT_FAAS_SERVER_API_KEY")] = None,
-) -> None:
-    """Serve the Custom FaaS contract from DATA_DIR (the reference implementation)."""
-    from providers.reference_server import serve
+@cli.command(
+    "reference-server",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def reference_server(ctx: typer.Context) -> None:
+    """Serve the Custom FaaS contract (the reference implementation); --help for options."""
+    # One definition of the server's options, the module's own: no second list to drift.
+    from providers.reference_server.__main__ import main as serve_main
 
-    serve(host, port, Path(data_dir), api_key=api_key)
+    serve_main(ctx.args, prog="blueprint-faas reference-server")
 
 
 def _describe(result: object) -> str:

@@ -23,6 +23,8 @@ from dispatcher import load_app
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 _PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+_CODE = re.compile(r"```[a-z]*\n(.*?)```|`([^`\n]+)`", re.DOTALL)
+_CONTINUATION = re.compile(r"\\\n\s*")
 _START_TIMEOUT_S = 60.0
 
 
@@ -88,11 +90,14 @@ def test_the_readme_runner_snippet_runs_against_a_real_worker(readme_app: Path) 
 
 
 def _readme_commands() -> list[list[str]]:
+    """Every ``blueprint-faas`` command in the README's code, continuation lines joined."""
     commands = []
-    for line in README.splitlines():
-        stripped = line.strip().rstrip("\\").strip()
-        if stripped.startswith("blueprint-faas "):
-            commands.append(shlex.split(stripped.split("#")[0]))
+    for block, inline in _CODE.findall(README):
+        code = _CONTINUATION.sub(" ", block or inline)
+        for line in code.splitlines():
+            _, found, rest = line.partition("blueprint-faas ")
+            if found:
+                commands.append(shlex.split(f"blueprint-faas {rest}".split("#")[0]))
     return commands
 
 

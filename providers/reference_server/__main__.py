@@ -1,6 +1,7 @@
 """`python -m providers.reference_server --host H --port P --data-dir D [...]`.
 
-Lets tests and benchmarks start the server as a real process without the project CLI. The
+Lets tests and benchmarks start the server as a real process without the project CLI, whose
+``blueprint-faas reference-server`` runs this same parser. The
 API key comes from `--api-key` or the BLUEPRINT_FAAS_SERVER_API_KEY environment variable
 (preferred: command lines are visible to other local users).
 """
@@ -18,10 +19,12 @@ from ._serve import serve
 _API_KEY_ENV = "BLUEPRINT_FAAS_SERVER_API_KEY"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m providers.reference_server"
+) -> None:
     """Parse the command line and serve until interrupted."""
     parser = argparse.ArgumentParser(
-        prog="python -m providers.reference_server",
+        prog=prog,
         description="Reference server for the Custom FaaS HTTP contract v1.",
     )
     parser.add_argument("--host", default="127.0.0.1")
