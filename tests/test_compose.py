@@ -132,9 +132,12 @@ def test_docker_compose_accepts_the_file_where_it_can_run() -> None:
 
 
 def test_flower_credentials_must_come_from_the_environment() -> None:
-    raw_flower = _raw()["services"]["flower"]["command"]
+    raw_flower = _raw()["services"]["flower"]
 
-    assert re.search(r"--basic-auth \$\{FLOWER_BASIC_AUTH:\?[^}]*\}", raw_flower)
+    assert "--basic-auth" not in raw_flower["command"]  # arguments are visible to `ps`
+    assert re.fullmatch(
+        r"\$\{FLOWER_BASIC_AUTH:\?[^}]*\}", raw_flower["environment"]["FLOWER_BASIC_AUTH"]
+    )
     with pytest.raises(_MissingVariable, match="FLOWER_BASIC_AUTH"):
         _interpolate(_raw(), {})
 
