@@ -20,14 +20,14 @@ Prints, for both runs, the cold-start share and the p50/p90 latency of those inv
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _support import free_port, start_process, stop_process
 
 from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
@@ -38,23 +38,12 @@ _JOB_ID = 1
 _CONFIG = FaasConfig(memory_mb=128, timeout_secs=30, keep_warm=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_ready(executor: HttpFaasExecutor, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            executor.health_check(_JOB_ID)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the reference server did not start") from None
-            time.sleep(0.05)
+def _answers(executor: HttpFaasExecutor) -> bool:
+    try:
+        executor.health_check(_JOB_ID)
+    except Exception:
+        return False
+    return True
 
 
 def _run(
@@ -106,13 +95,14 @@ def main() -> None:
         parser.error("need --warm-every-s < --ttl-s < --idle-s")
 
     with tempfile.TemporaryDirectory(prefix="bench-prewarm-") as tmp:
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "providers.reference_server", "--port", str(port)]
-        command += ["--data-dir", tmp, "--warm-idle-ttl-s", str(args.ttl_s)]
-        server = subprocess.Popen(command, cwd=_REPO_ROOT)
-        try:
-            with HttpFaasExecutor(f"http://127.0.0.1:{port}") as executor:
-                _wait_ready(executor)
+        command += ["--data-dir", f"{tmp}/data", "--warm-idle-ttl-s", str(args.ttl_s)]
+        with HttpFaasExecutor(f"http://127.0.0.1:{port}") as executor:
+            server = start_process(
+                command, Path(tmp) / "server.log", ready=lambda: _answers(executor), what="server"
+            )
+            try:
                 package = build_custom_package(
                     "_squaring:square",
                     sources=[_REPO_ROOT / "dispatcher" / "_squaring.py"],
@@ -125,9 +115,8 @@ def main() -> None:
                         executor, args.rounds, args.idle_s, args.warm_every_s, args.instances
                     ),
                 }
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+            finally:
+                stop_process(server)
 
     print(
         f"{args.rounds} calls, each after {args.idle_s} s idle; server warm TTL {args.ttl_s} s; "

@@ -27,8 +27,6 @@ import asyncio
 import base64
 import io
 import json
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from _support import free_port, percentile_ms, start_process, stop_process
 
 from providers.packaging import BOOTSTRAP_NAME, build_custom_package, build_shell_package
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 _REQUEST = {"job_id": 1, "args": [1, 2, 3, 4]}
 _REQUEST_BYTES = json.dumps(_REQUEST).encode()
 
@@ -82,11 +80,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-reference-server-") as scratch:
         root = Path(scratch)
-        port = _free_port()
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
         server = _start_server(root / "data", port, root / "server.log")
         try:
-            base_url = f"http://127.0.0.1:{port}"
-            _wait_ready(base_url, server)
             for name, build in _PACKAGES.items():
                 if args.only and name != args.only:
                     continue
@@ -98,12 +95,7 @@ def main() -> None:
             print(f"server log tail:\n{(root / 'server.log').read_text()[-3000:]}", file=sys.stderr)
             raise
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server)
 
 
 def _bench_one(
@@ -122,8 +114,8 @@ def _bench_one(
 
         cold_http = _latencies(http_call, args.cold, gap_s=gap_s)
         cold_direct = _latencies(lambda: _direct_call(bootstrap), args.cold, gap_s=gap_s)
-        _row("cold p50 (ms)", _pct(cold_http, 50), _pct(cold_direct, 50))
-        _row("cold p99 (ms)", _pct(cold_http, 99), _pct(cold_direct, 99))
+        _row("cold p50 (ms)", percentile_ms(cold_http, 50), percentile_ms(cold_direct, 50))
+        _row("cold p99 (ms)", percentile_ms(cold_http, 99), percentile_ms(cold_direct, 99))
 
         warmed = client.post(
             f"/api/functions/{name}/warm", params={"instances": args.warm_instances}
@@ -133,9 +125,10 @@ def _bench_one(
         warm_http = _latencies(http_call, args.warm, gap_s=gap_s, check_warm=(client, url))
         warm_direct = _warm_direct_latencies(bootstrap, args.warm, gap_s)
         client.post(f"/api/functions/{name}/warm", params={"instances": 0}).raise_for_status()
-        _row("warm p50 (ms)", _pct(warm_http, 50), _pct(warm_direct, 50))
-        _row("warm p99 (ms)", _pct(warm_http, 99), _pct(warm_direct, 99))
-        print(f"{'warm/cold p50 (HTTP)':<28}{_pct(warm_http, 50) / _pct(cold_http, 50):>14.2f}")
+        _row("warm p50 (ms)", percentile_ms(warm_http, 50), percentile_ms(warm_direct, 50))
+        _row("warm p99 (ms)", percentile_ms(warm_http, 99), percentile_ms(warm_direct, 99))
+        ratio = percentile_ms(warm_http, 50) / percentile_ms(cold_http, 50)
+        print(f"{'warm/cold p50 (HTTP)':<28}{ratio:>14.2f}")
 
     for level in levels:
         http_rate = asyncio.run(_http_throughput(base_url, name, level, args.calls))
@@ -223,14 +216,6 @@ def _direct_throughput(bootstrap: Path, concurrency: int, calls: int) -> float:
     return calls / (time.perf_counter() - started)
 
 
-def _pct(timings: list[float], percentile: int) -> float:
-    ordered = sorted(timings)
-    if percentile == 50:
-        return statistics.median(ordered) * 1000
-    index = min(len(ordered) - 1, round(percentile / 100 * (len(ordered) - 1)))
-    return ordered[index] * 1000
-
-
 def _row(label: str, http_value: float, direct_value: float, digits: int = 2) -> None:
     ratio = http_value / direct_value if direct_value else float("nan")
     print(f"{label:<28}{http_value:>14.{digits}f}{direct_value:>14.{digits}f}{ratio:>9.2f}")
@@ -255,39 +240,17 @@ def _deploy(base_url: str, name: str, package: bytes, *, max_concurrency: int) -
 
 
 def _start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "providers.reference_server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-    ]
-    with log_path.open("wb") as log:
-        return subprocess.Popen(command, cwd=_REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "providers.reference_server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--data-dir", str(data_dir)]
 
-
-def _wait_ready(base_url: str, server: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
+    def answers() -> bool:
         try:
-            httpx.get(f"{base_url}/api/functions/readiness-probe", timeout=2)
-            return
+            httpx.get(f"http://127.0.0.1:{port}/api/functions/readiness-probe", timeout=2)
         except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready") from None
-            time.sleep(0.05)
+            return False
+        return True
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return start_process(command, log_path, ready=answers, what="the reference server")
 
 
 if __name__ == "__main__":
