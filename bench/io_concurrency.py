@@ -80,7 +80,7 @@ SLEEPY_JOB = 7
 INVOKE_PATH = f"/api/functions/blueprint-job-{SLEEPY_JOB}/invoke"
 RAW_TASK = "bench.invoke"
 RAW_QUEUE = "bench.raw"
-_FUNCTION_URL_ENV = "BENCH_FUNCTION_URL"
+FUNCTION_URL_ENV = "BENCH_FUNCTION_URL"
 _RAW_URL_ENV = "BENCH_RAW_REDIS_URL"
 _SLEEP_MS_ENV = "BENCH_SLEEP_MS"
 _CONFIG = FaasConfig(timeout_secs=10, memory_mb=128)
@@ -111,7 +111,7 @@ async def function_app(scope: _Scope, receive: _Receive, send: _Send) -> None:
 
 def build_blueprint() -> Blueprint:
     """The worker's app: job 7 forwarded to the sleeping function named by the environment."""
-    executor = HttpFaasExecutor(os.environ.get(_FUNCTION_URL_ENV, "http://127.0.0.1:1"))
+    executor = HttpFaasExecutor(os.environ.get(FUNCTION_URL_ENV, "http://127.0.0.1:1"))
     executor.configure_job(SLEEPY_JOB, _CONFIG)
     return Blueprint().with_faas_executor(SLEEPY_JOB, executor)
 
@@ -135,7 +135,7 @@ def _raw_client() -> httpx.Client:
         with _raw_http_lock:
             if _raw_http is None:
                 _raw_http = httpx.Client(
-                    base_url=os.environ[_FUNCTION_URL_ENV], limits=DEFAULT_LIMITS, timeout=30
+                    base_url=os.environ[FUNCTION_URL_ENV], limits=DEFAULT_LIMITS, timeout=30
                 )
     return _raw_http
 
@@ -164,7 +164,7 @@ def main() -> None:
         try:
             redis_process, redis_url = start_redis(root)
             processes.append(redis_process)
-            function_url = _start_function(root, args.sleep_ms, processes)
+            function_url = start_function(root, args.sleep_ms, processes)
             settings = Settings.from_redis_url(redis_url, metrics_port=0)
             print(
                 f"function sleeps {args.sleep_ms:.0f} ms; pool={args.pool}; worker HTTP pool "
@@ -193,7 +193,11 @@ def main() -> None:
                 stop_process(process)
 
 
-def _start_function(root: Path, sleep_ms: float, processes: list[subprocess.Popen[bytes]]) -> str:
+def start_function(root: Path, sleep_ms: float, processes: list[subprocess.Popen[bytes]]) -> str:
+    """Serve ``function_app`` with uvicorn on a free port and return its URL.
+
+    The server's process is appended to ``processes``, which the caller stops.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "uvicorn", "io_concurrency:function_app", "--host"]
@@ -230,7 +234,7 @@ def _one_level(
     worker = start_process(
         command,
         root / f"worker-{level}.log",
-        env={**settings.to_env(), _FUNCTION_URL_ENV: function_url},
+        env={**settings.to_env(), FUNCTION_URL_ENV: function_url},
         ready_line=WORKER_READY_LINE,
         what=f"worker c={level}",
     )
@@ -242,7 +246,7 @@ def _one_level(
         concurrency=level,
         loglevel="INFO",
         queue=RAW_QUEUE,
-        env={_RAW_URL_ENV: redis_url, _FUNCTION_URL_ENV: function_url},
+        env={_RAW_URL_ENV: redis_url, FUNCTION_URL_ENV: function_url},
         what=f"raw worker c={level}",
     )
     processes.append(raw_worker)
