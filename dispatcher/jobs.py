@@ -20,7 +20,7 @@ from dispatcher.errors import DecodeError, InvalidJobCall
 from providers.base import FaasMetrics, check_job_id
 from providers.errors import FaasError
 
-__all__ = ["LOCAL", "JobCall", "JobError", "JobResult", "ResultStatus"]
+__all__ = ["LOCAL", "JobCall", "JobError", "JobResult", "ResultStatus", "checked_job_id"]
 
 #: ``JobResult.ran_on`` of a job run by a local handler.
 LOCAL = "local"
@@ -46,7 +46,14 @@ def _frozen_metadata(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(metadata))
 
 
-def _valid_job_id(job_id: object) -> int:
+def checked_job_id(job_id: object) -> int:
+    """``job_id`` if it is a valid job id (a u32, as the SDK's).
+
+    Raises
+    ------
+    InvalidJobCall
+        It is not.
+    """
     try:
         return check_job_id(job_id)
     except (TypeError, ValueError) as error:
@@ -95,7 +102,7 @@ class JobCall:
     call_id: str = field(default_factory=_new_call_id)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "job_id", _valid_job_id(self.job_id))
+        object.__setattr__(self, "job_id", checked_job_id(self.job_id))
         if not isinstance(self.args, bytes | bytearray | memoryview):
             raise InvalidJobCall(f"args must be bytes, got {type(self.args).__name__}")
         object.__setattr__(self, "args", bytes(self.args))
@@ -195,7 +202,7 @@ class JobResult:
     metrics: FaasMetrics | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "job_id", _valid_job_id(self.job_id))
+        object.__setattr__(self, "job_id", checked_job_id(self.job_id))
         if not isinstance(self.body, bytes | bytearray | memoryview):
             raise InvalidJobCall(f"body must be bytes, got {type(self.body).__name__}")
         object.__setattr__(self, "body", bytes(self.body))

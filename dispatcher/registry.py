@@ -6,12 +6,10 @@ the registry runs locally (or is unknown, which the router decides).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from dispatcher.errors import InvalidJobCall, UnknownJob
-from providers.base import check_job_id
+from dispatcher.errors import UnknownJob
+from dispatcher.jobs import checked_job_id
 
 if TYPE_CHECKING:
     from providers.base import FaasExecutor
@@ -28,16 +26,11 @@ class FaasRegistry:
 
     def __init__(self) -> None:
         self._executors: dict[int, FaasExecutor] = {}
-        self._lock = threading.Lock()
 
     def register(self, job_id: int, executor: FaasExecutor) -> None:
         """Route ``job_id`` to ``executor`` from now on (replacing any earlier entry)."""
-        try:
-            check_job_id(job_id)
-        except (TypeError, ValueError) as error:
-            raise InvalidJobCall(str(error)) from error
-        with self._lock:
-            self._executors[job_id] = executor
+        checked_job_id(job_id)
+        self._executors[job_id] = executor
 
     def get(self, job_id: int) -> FaasExecutor:
         """The executor of ``job_id``; raises UnknownJob when it has none."""
@@ -46,20 +39,9 @@ class FaasRegistry:
         except KeyError:
             raise UnknownJob(job_id) from None
 
-    def is_faas_job(self, job_id: int) -> bool:
-        return job_id in self._executors
-
     def job_ids(self) -> list[int]:
         """The registered job ids, sorted."""
         return sorted(self._executors)
-
-    def executors(self) -> Iterator[FaasExecutor]:
-        """Each distinct executor once (one executor may serve several jobs)."""
-        seen: set[int] = set()
-        for executor in list(self._executors.values()):
-            if id(executor) not in seen:
-                seen.add(id(executor))
-                yield executor
 
     def __len__(self) -> int:
         return len(self._executors)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dispatcher.errors import InvalidJobCall, UnknownJob
-from providers.base import check_job_id
+from dispatcher.jobs import checked_job_id
 
 __all__ = ["Handler", "JobContext", "Router"]
 
@@ -80,10 +80,7 @@ class Router:
             ``job_id`` is not a job id, already has a handler, or ``handler`` takes neither
             one nor two positional parameters.
         """
-        try:
-            check_job_id(job_id)
-        except (TypeError, ValueError) as error:
-            raise InvalidJobCall(str(error)) from error
+        checked_job_id(job_id)
         if job_id in self._routes:
             raise InvalidJobCall(f"job {job_id} already has a handler")
         self._routes[job_id] = _Route(handler, _wants_context(handler))

@@ -13,8 +13,8 @@ def test_a_registered_job_is_a_faas_job_and_others_are_not() -> None:
     registry = FaasRegistry()
     executor = MemoryExecutor()
     registry.register(3, executor)
-    assert registry.is_faas_job(3)
-    assert not registry.is_faas_job(4)
+    assert 3 in registry
+    assert 4 not in registry
     assert registry.get(3) is executor
     assert registry.job_ids() == [3]
 
@@ -40,9 +40,8 @@ def test_an_invalid_job_id_cannot_be_registered(job_id: object) -> None:
         FaasRegistry().register(job_id, MemoryExecutor())  # type: ignore[arg-type]
 
 
-def test_one_executor_serving_several_jobs_is_listed_once() -> None:
+def test_job_zero_can_be_registered() -> None:
     registry = FaasRegistry()
-    shared = MemoryExecutor()
-    registry.register(0, shared)
-    registry.register(1, shared)
-    assert list(registry.executors()) == [shared]
+    executor = MemoryExecutor()
+    registry.register(0, executor)
+    assert registry.get(0) is executor
