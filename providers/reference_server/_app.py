@@ -172,11 +172,14 @@ class _Server:
 
     async def invoke(self, function_id: str, request: Request) -> Response:
         """POST /api/functions/{id}/invoke: run the bootstrap once with the request."""
-        deployment = self._deployment(function_id)
+        self._deployment(function_id)  # An unknown id is 404 before its body is read.
         body = await _read_capped(request, self._limits.max_invoke_bytes)
         invoke_request = parse_invoke_request(body)
         if self._shutting_down:
             raise _shutting_down()
+        # Looked up again: the function may have been deleted (or redeployed) while the
+        # body arrived. Nothing awaits between this lookup and taking its runtime.
+        deployment = self._deployment(function_id)
         work = asyncio.ensure_future(
             run_invocation(deployment, self._runtime(deployment), invoke_request)
         )
@@ -264,9 +267,14 @@ class _Server:
 
     def _runtime(self, deployment: Deployment) -> FunctionRuntime:
         runtime = self._runtimes.get(deployment.function_id)
-        if runtime is None:
-            runtime = FunctionRuntime(deployment, self._limits)
-            self._runtimes[deployment.function_id] = runtime
+        if runtime is not None and runtime.deployment is deployment:
+            return runtime
+        # A runtime left from an earlier deployment of this id would run it with the old
+        # env vars, timeout and limits.
+        if runtime is not None:
+            runtime.close()
+        runtime = FunctionRuntime(deployment, self._limits)
+        self._runtimes[deployment.function_id] = runtime
         return runtime
 
     def _refuse_existing(self, function_id: str) -> None:

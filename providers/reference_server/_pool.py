@@ -35,9 +35,14 @@ _BASE_ENV = {
 
 
 class FunctionRuntime:
-    """Runs one deployment's invocations within its limits, cold or from the warm pool."""
+    """Runs one deployment's invocations within its limits, cold or from the warm pool.
+
+    `deployment` is the deployment it was built for, so a caller can tell a runtime left
+    from an earlier deployment of the same id.
+    """
 
     def __init__(self, deployment: Deployment, limits: ServerLimits) -> None:
+        self.deployment = deployment
         config = deployment.config
         env = {
             **_BASE_ENV,
