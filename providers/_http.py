@@ -9,7 +9,8 @@ the one table from HTTP status to error kind. Both keep the httpx original as ``
 Error messages are built from the method, the URL without its query string (Azure puts
 function keys there) and the response's contract body ``{"error", "code"}``. They never contain
 request headers, and any request header value that shows up in a response body is redacted, so
-a proxy echoing ``Authorization`` back cannot leak it into a log.
+a proxy echoing ``Authorization`` back cannot leak it into a log. A provider that builds a
+message from a response itself passes it through :func:`response_message` for the same reason.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "map_transport_errors",
     "parse_retry_after",
     "raise_for_status",
+    "response_message",
     "to_seconds",
     "truncate_message",
 ]
@@ -141,6 +143,15 @@ def truncate_message(text: str) -> str:
     if len(text) <= MAX_ERROR_MESSAGE_CHARS:
         return text
     return text[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+
+
+def response_message(response: httpx.Response, text: str) -> str:
+    """``text``, an error message built from ``response``, made safe to log and raise.
+
+    Every value of a request header that ``text`` echoes is redacted (a function or proxy may
+    echo ``Authorization`` back), then the result is cut by :func:`truncate_message`.
+    """
+    return truncate_message(_redact(text, response.request.headers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,7 +532,7 @@ def _status_message(response: httpx.Response) -> str:
     where = f"{request.method} {_safe_url(request.url)}"
     detail = _body_detail(response)
     message = f"{where}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
-    return truncate_message(_redact(message, request.headers))
+    return response_message(response, message)
 
 
 def _body_detail(response: httpx.Response) -> str:

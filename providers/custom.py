@@ -26,8 +26,8 @@ from providers._http import (
     HttpSettings,
     PooledClient,
     raise_for_status,
+    response_message,
     to_seconds,
-    truncate_message,
 )
 from providers.base import (
     FUNCTION_NAME_PREFIX,
@@ -213,7 +213,7 @@ class HttpFaasExecutor(FaasExecutor):
         # failure too (the original client took it for a result).
         body = _json_object_or_none(response) if response.status_code in (200, 500) else None
         if body is not None and body.get("success") is False:
-            raise self._function_error(body, response.status_code)
+            raise self._function_error(body, response)
         raise_for_status(response, provider=self.provider_name)
         if body is None:
             raise self._serialization_error("the invoke reply is not a JSON object")
@@ -318,16 +318,17 @@ class HttpFaasExecutor(FaasExecutor):
             cold_start_ms=self._optional_number(body, "cold_start_ms"),
         )
 
-    def _function_error(self, body: Mapping[str, object], status: int) -> FaasError:
+    def _function_error(self, body: Mapping[str, object], response: httpx.Response) -> FaasError:
         error, code = body.get("error"), body.get("code")
         message = error if isinstance(error, str) and error else "the function failed"
         error_type = (
             _FAILURE_CODES.get(code, FunctionError) if isinstance(code, str) else FunctionError
         )
         return error_type(
-            truncate_message(f"job function failed: {message}"),
+            # A function may echo the request's headers (its bearer token) in its error.
+            response_message(response, f"job function failed: {message}"),
             provider=self.provider_name,
-            status=status,
+            status=response.status_code,
         )
 
     def _reply_object(self, response: httpx.Response) -> Mapping[str, object]:

@@ -366,6 +366,24 @@ def test_the_auth_value_never_reaches_repr_errors_or_logs(
         assert token not in text
 
 
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_function_error_echoing_the_auth_value_is_redacted(
+    api: respx.MockRouter, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    token = SECRET.split()[-1]
+    echo = f"got Authorization: {SECRET} (token {token})"
+    api.post(INVOKE).respond(status, json={"result": [], "success": False, "error": echo})
+    executor = HttpFaasExecutor(BASE).with_auth_header("Authorization", SECRET)
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(FunctionError) as caught:
+        executor.invoke(7, b"x")
+
+    assert "[redacted]" in caught.value.message
+    for text in (caught.value.message, repr(caught.value), caplog.text):
+        assert token not in text
+
+
 def test_a_client_certificate_is_loaded_lazily_and_a_missing_one_is_invalid_config(
     api: respx.MockRouter, tmp_path: Path
 ) -> None:
