@@ -271,14 +271,7 @@ class PooledClient:
         Idle clients are closed now, those in flight when their request ends, so a request in
         flight finishes on the settings it started with.
         """
-        with self._lock:
-            self._generation = _Generation(settings, self._provider)
-            stale, self._idle = self._idle, []
-            self._open -= len(stale)
-            # The new limits may let waiting requests build.
-            self._returned.notify_all()
-        for client in stale:
-            client.close()
+        self._reset(settings)
 
     def request(
         self,
@@ -317,7 +310,20 @@ class PooledClient:
 
     def close(self) -> None:
         """Close the idle clients now, the busy ones when they come back; requests go on."""
-        self.configure(self.settings)
+        self._reset(None)
+
+    def _reset(self, settings: HttpSettings | None) -> None:
+        # Start a new generation, from `settings` or (None) the current ones read under the
+        # lock, so a close cannot undo a configure that runs at the same time.
+        with self._lock:
+            current = self._generation.settings if settings is None else settings
+            self._generation = _Generation(current, self._provider)
+            stale, self._idle = self._idle, []
+            self._open -= len(stale)
+            # The new limits may let waiting requests build.
+            self._returned.notify_all()
+        for client in stale:
+            client.close()
 
     def _checkout(self, pool_timeout_s: float | None) -> tuple[httpx.Client, _Generation]:
         deadline = None if pool_timeout_s is None else time.monotonic() + pool_timeout_s
