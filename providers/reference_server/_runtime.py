@@ -354,6 +354,9 @@ class Instance:
         if stream == "stdout":
             self._stdout_fd = None
             self._output_s = time.monotonic()
+            # Complete now: joined once, so each later outcome() (one per waiter and finish
+            # callback) gets this one bytes object instead of copying the output again.
+            self._stdout = [b"".join(self._stdout)]
         else:
             self._stderr_fd = None
         self._maybe_done()
