@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 
 from workers import metrics
 
-__all__ = ["install", "running_exporter"]
+__all__ = ["install"]
 
 logger = logging.getLogger("blueprint_faas.workers.exporter")
 
@@ -37,11 +37,6 @@ def install(port: int) -> None:
         _on_child_exit, weak=False, dispatch_uid="blueprint-exporter-child-exit"
     )
     worker_shutdown.connect(_on_worker_shutdown, weak=False, dispatch_uid="blueprint-exporter-stop")
-
-
-def running_exporter() -> metrics.MetricsServer | None:
-    """The exporter this process started, if any."""
-    return _exporter
 
 
 def _on_worker_init(**_: Any) -> None:

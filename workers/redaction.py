@@ -4,7 +4,8 @@ Three hooks: every execute message a worker publishes (a retry) gets a redacted 
 which is what Flower and task events show; the execute task's return value is a
 :class:`SummarizedResult`, whose repr (what ``task-succeeded`` events carry, as Celery builds
 them from ``repr(result)``) is a summary while its JSON form is the full wire dict; and
-Celery's "succeeded" log line shows the shape of the result instead of its values. httpx's
+Celery's "succeeded" log line shows ``<redacted>`` for the result and the args, which it would
+otherwise print from the message itself when a producer sent no ``argsrepr``. httpx's
 per-request log line is turned off below WARNING: it shows the full URL, query string
 included, where a function key can sit (Azure's ``?code=``), and it cost a log line per call.
 Secrets never travel in messages at all (DESIGN.md decision 5); this keeps job data out of
