@@ -98,9 +98,11 @@ class Settings(BaseModel):
     pydantic.ValidationError
         A value of the wrong type or out of range, or an unknown key, when built directly.
         :meth:`from_env` wraps the same problems in :class:`~dispatcher.errors.ConfigError`.
+        Neither message quotes the values given (a broker URL may hold a password).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Hidden inputs: an error's text would otherwise quote the values, broker password included.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     #: Celery broker URL; None selects the embedded filesystem transport.
     broker_url: str | None = None

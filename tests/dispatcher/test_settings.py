@@ -72,6 +72,19 @@ def test_passwords_never_show_in_the_repr() -> None:
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
 
 
+def test_errors_never_show_a_broker_password() -> None:
+    url = "redis://:s3cret@h/0"
+    with pytest.raises(ValidationError, match="visibility_timeout_s") as built:
+        Settings(visibility_timeout_s=9, broker_url=url)
+    # pydantic shortens a long input to its two ends: the URL goes last to be seen.
+    with pytest.raises(ConfigError, match="visibility_timeout_s") as read:
+        Settings.from_env(
+            {"BLUEPRINT_FAAS_VISIBILITY_TIMEOUT_S": "9", "BLUEPRINT_FAAS_BROKER_URL": url}
+        )
+    assert "s3cret" not in str(built.value)
+    assert "s3cret" not in str(read.value)
+
+
 def test_from_redis_url_refuses_other_schemes() -> None:
     with pytest.raises(ConfigError):
         Settings.from_redis_url("amqp://guest:guest@h//")
