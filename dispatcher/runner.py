@@ -177,7 +177,9 @@ class BlueprintRunner:
         self._producer = producer
         self._consumers = list(consumers)
         self._max_in_flight = max_in_flight or blueprint.settings.max_in_flight
-        self._stopping = threading.Event()
+        # Runs in progress, for ``stop``: a runner may run again, or several times at once.
+        self._active_runs: set[_Run] = set()
+        self._active_runs_lock = threading.Lock()
 
     @classmethod
     def builder(cls, settings: Settings | None = None) -> BlueprintRunnerBuilder:
@@ -185,8 +187,14 @@ class BlueprintRunner:
         return BlueprintRunnerBuilder(settings)
 
     def stop(self) -> None:
-        """Take no more calls from the producer; ``run`` returns once in-flight calls end."""
-        self._stopping.set()
+        """Take no more calls from the producer; ``run`` returns once in-flight calls end.
+
+        Every run in progress on this runner stops; a run started afterwards starts afresh.
+        """
+        with self._active_runs_lock:
+            runs = list(self._active_runs)
+        for run in runs:
+            run.stop()
 
     def run(self) -> RunSummary:
         """Run until the producer is exhausted (or :meth:`stop`) and every call is answered.
@@ -196,12 +204,27 @@ class BlueprintRunner:
         Exception
             Whatever the producer raised, once the calls already published are answered.
         """
-        return _Run(self, caller_loop=None).execute()
+        return self._execute(self._track(_Run(self, caller_loop=None)))
 
     async def run_async(self) -> RunSummary:
         """:meth:`run` from async code: async producers and consumers use the caller's loop."""
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(_Run(self, caller_loop=loop).execute)
+        run = self._track(_Run(self, caller_loop=loop))
+        return await asyncio.to_thread(self._execute, run)
+
+    def _track(self, run: _Run) -> _Run:
+        # Before the run's threads start, so that ``stop`` reaches a run that is starting.
+        with self._active_runs_lock:
+            self._active_runs.add(run)
+        return run
+
+    def _execute(self, run: _Run) -> RunSummary:
+        # Forgotten only when it ends, even if an awaiting ``run_async`` was cancelled.
+        try:
+            return run.execute()
+        finally:
+            with self._active_runs_lock:
+                self._active_runs.discard(run)
 
 
 def submit(
@@ -250,8 +273,13 @@ class _Run:
         self._slots = threading.BoundedSemaphore(runner._max_in_flight)
         self._in_flight: dict[str, _InFlight] = {}
         self._done = threading.Event()
+        self._stopping = threading.Event()
         self._producer_error: BaseException | None = None
         self._submitted = self._succeeded = self._failed = self._peak = 0
+
+    def stop(self) -> None:
+        """Take no more calls from the producer; safe from any thread."""
+        self._stopping.set()
 
     def execute(self) -> RunSummary:
         started = time.perf_counter()
@@ -267,7 +295,7 @@ class _Run:
             self._loop(client, watcher)
         finally:
             self._done.set()
-            self._runner._stopping.set()
+            self._stopping.set()  # the feeder may be waiting for a slot: let it go
             listener.join(timeout=5)
             watcher.close()
             client.close()
@@ -393,9 +421,9 @@ class _Run:
     def _take_slot(self) -> bool:
         # Waits for a free in-flight slot; False once the run is stopping.
         while not self._slots.acquire(timeout=_SLOT_WAIT_S):
-            if self._runner._stopping.is_set():
+            if self._stopping.is_set():
                 return False
-        if self._runner._stopping.is_set():
+        if self._stopping.is_set():
             self._slots.release()
             return False
         return True

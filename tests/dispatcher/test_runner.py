@@ -109,6 +109,39 @@ def test_a_failing_producer_is_raised_after_the_calls_in_flight_are_answered(
     assert len(seen) == 1 and seen[0].ok
 
 
+def test_a_runner_runs_again(blueprint: Blueprint, start_worker: StartWorker) -> None:
+    start_worker(jobs="0")
+    seen: list[JobResult] = []
+
+    def produce() -> list[JobCall]:
+        return [JobCall(0, x.to_bytes(8, "big")) for x in range(3)]
+
+    builder = BlueprintRunner.builder(blueprint.settings).app(blueprint).producer(produce)
+    runner = builder.consumer(seen.append).build()
+    summaries = [runner.run(), runner.run()]
+    assert [(s.submitted, s.succeeded) for s in summaries] == [(3, 3), (3, 3)]
+    assert len(seen) == 6 and all(result.ok for result in seen)
+
+
+def test_stop_ends_the_run_in_progress_and_not_the_next(
+    blueprint: Blueprint, start_worker: StartWorker
+) -> None:
+    start_worker(jobs="0")
+    total = 1000
+
+    def produce() -> Iterator[JobCall]:
+        return (JobCall(0, x.to_bytes(8, "big")) for x in range(total))
+
+    def stop_at_the_first_result(result: JobResult) -> None:
+        runner.stop()
+
+    builder = BlueprintRunner.builder(blueprint.settings).app(blueprint).producer(produce)
+    runner = builder.consumer(stop_at_the_first_result).max_in_flight(2).build()
+    for summary in (runner.run(), runner.run()):
+        # The calls already taken are answered; the producer is not drained.
+        assert 1 <= summary.succeeded == summary.submitted < total and summary.failed == 0
+
+
 def test_submit_waits_for_one_result(blueprint: Blueprint, start_worker: StartWorker) -> None:
     start_worker(jobs="0,1")
     result = submit(blueprint, JobCall(1, (9).to_bytes(8, "big")), wait=True, timeout_s=20)
