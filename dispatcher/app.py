@@ -105,6 +105,14 @@ class Blueprint:
         """True when ``job_id`` has a local handler or a FaaS executor."""
         return job_id in self.registry or job_id in self.router
 
+    def accepts(self, job_id: int) -> bool:
+        """True when a call of ``job_id`` should be published.
+
+        A blueprint that defines no job at all (a runner that only forwards to workers
+        importing another app) accepts every job id; any other accepts the ones it knows.
+        """
+        return (not self.router and not self.registry) or self.knows(job_id)
+
     def __repr__(self) -> str:
         return (
             f"Blueprint(local_jobs={self.router.job_ids()}, "

@@ -232,11 +232,21 @@ def submit(
 ) -> JobResult | None:
     """Publish one call; with ``wait``, block until its result and return it.
 
+    Returns
+    -------
+    JobResult | None
+        The call's result with ``wait``; None once it is published without ``wait``. A call
+        of a job the blueprint does not accept (see :meth:`Blueprint.accepts`) is answered
+        at once, with or without ``wait``, by an ``unknown_job`` failure, and not published:
+        no worker would ever take it.
+
     Raises
     ------
     celery.exceptions.TimeoutError
         ``wait`` and no result within ``timeout_s``.
     """
+    if not blueprint.accepts(call.job_id):
+        return _unknown_job(call)
     client = CeleryClient(blueprint.settings)
     result = client.publish(call)
     try:
@@ -330,8 +340,8 @@ class _Run:
             self._slots.release()
             return
         self._submitted += 1
-        if self._blueprint.job_ids() and not self._blueprint.knows(call.job_id):
-            self._deliver(_failure(call, UNKNOWN_JOB_KIND, f"job {call.job_id} is not defined"))
+        if not self._blueprint.accepts(call.job_id):
+            self._deliver(_unknown_job(call))
             return
         self._in_flight[call.call_id] = _InFlight(call, time.perf_counter())
         self._peak = max(self._peak, len(self._in_flight))
@@ -442,6 +452,10 @@ async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
 
 def _failure(call: JobCall, kind: str, message: str) -> JobResult:
     return JobResult.failure(call, JobError(kind=kind, message=message))
+
+
+def _unknown_job(call: JobCall) -> JobResult:
+    return _failure(call, UNKNOWN_JOB_KIND, f"job {call.job_id} is not defined")
 
 
 def _result_from_meta(call: JobCall, state: str, value: object) -> JobResult:

@@ -56,6 +56,14 @@ def test_a_blueprint_knows_its_local_and_faas_jobs() -> None:
     assert app.job_ids() == [0, 5] and app.knows(5) and not app.knows(1)
 
 
+def test_a_blueprint_accepts_its_jobs_or_any_job_when_it_defines_none() -> None:
+    router = Router()
+    router.add(0, lambda args: args)
+    app = Blueprint(router=router, settings=Settings())
+    assert app.accepts(0) and not app.accepts(1)
+    assert Blueprint(settings=Settings()).accepts(1)
+
+
 def test_settings_are_read_from_the_environment_on_first_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 from typer.testing import CliRunner
 
 from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings, submit
 from dispatcher.cli import cli
+from dispatcher.keys import UNKNOWN_JOB_KIND, job_queue
 from tests.dispatcher import runnable_app
 from tests.workers.conftest import StartWorker
 
@@ -147,6 +149,27 @@ def test_submit_waits_for_one_result(blueprint: Blueprint, start_worker: StartWo
     result = submit(blueprint, JobCall(1, (9).to_bytes(8, "big")), wait=True, timeout_s=20)
     assert result is not None and result.ok and int.from_bytes(result.body, "big") == 81
     assert submit(blueprint, JobCall(0, (9).to_bytes(8, "big"))) is None
+
+
+def test_submit_answers_a_call_of_an_unknown_job_at_once_and_publishes_nothing(
+    blueprint: Blueprint, redis_url: str
+) -> None:
+    # No worker serves job 99: a published call would wait for ever (here: for timeout_s).
+    for wait in (True, False):
+        result = submit(blueprint, JobCall(99, b""), wait=wait, timeout_s=5)
+        assert result is not None and result.error is not None
+        assert result.error.kind == UNKNOWN_JOB_KIND
+    assert not redis.Redis.from_url(redis_url).exists(job_queue(99))
+
+
+def test_the_cli_reports_an_unknown_job_instead_of_waiting(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    args = ["submit", "--app", "tests.workers.apps", "99", "--args-hex", ""]
+    unknown = CliRunner().invoke(cli, [*args, "--wait", "--timeout-s", "5"])
+    assert unknown.exit_code == 1 and "unknown_job" in unknown.output, unknown.output
 
 
 def test_the_cli_submits_and_runs_an_app(
