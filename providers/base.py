@@ -78,10 +78,11 @@ class FaasConfig(BaseModel):
 
     Every field is honoured by every provider that can honour it; a provider that cannot
     raises :class:`~providers.errors.InvalidConfig` at deploy rather than ignoring it.
-    ``env_vars`` and ``provider_config`` may hold secrets, so they stay out of the repr.
+    ``env_vars`` and ``provider_config`` may hold secrets, so they stay out of the repr and
+    out of validation errors (which would otherwise quote the input).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     memory_mb: int = Field(default=DEFAULT_MEMORY_MB, ge=64, le=32_768)
     timeout_secs: int = Field(default=DEFAULT_TIMEOUT_SECS, ge=1, le=3_600)

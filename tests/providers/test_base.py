@@ -116,3 +116,11 @@ def test_every_error_class_has_a_distinct_kind() -> None:
 
     kinds = [leaf.kind for leaf in leaves(FaasError)]
     assert sorted(kinds) == sorted(ErrorKind)
+
+
+def test_a_config_error_does_not_quote_its_secrets() -> None:
+    # An invalid name makes pydantic report the env_vars field, values included.
+    with pytest.raises(ValidationError) as caught:
+        FaasConfig(env_vars={"API_TOKEN": "hunter2", "not a name": "x"})
+    assert "invalid environment variable name" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
