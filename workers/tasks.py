@@ -60,6 +60,9 @@ class ExecuteTask(Task):  # type: ignore[misc]
     typing = False
     # Wakes a gevent worker's consumer loop when a late ack frees a prefetch slot.
     Request = "workers._wake:WakingRequest"
+    # No cap of Celery's own (its default is 3): _retry_or_give_up owns the cap, retry_max,
+    # and past it stores the "gave up" result instead of letting Celery fail the task.
+    max_retries = None
 
 
 class ControlTask(Task):  # type: ignore[misc]
@@ -208,7 +211,7 @@ def _retry_or_give_up(
         failure.error.kind,
         countdown_s,
     )
-    raise task.retry(countdown=countdown_s, max_retries=None, exc=failure.error)
+    raise task.retry(countdown=countdown_s, exc=failure.error)
 
 
 # -- the control tasks ------------------------------------------------------------------
