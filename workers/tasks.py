@@ -117,10 +117,9 @@ def _execute(task: ExecuteTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     call = _decode(task, args, kwargs)
     if isinstance(call, JobResult):
         return call.to_wire()
-    stored = stored_outcome(task.backend, call.call_id)
-    if stored is not None:
+    if stored_outcome(task.backend, call.call_id) is not None:
         logger.info("call %s already has a result; not running it again", call.call_id)
-        announce_stored(task.backend, call.call_id, stored)
+        announce_stored(task.backend, call.call_id)
         raise Ignore()
     attempt = task.request.retries + 1
     try:

@@ -9,10 +9,18 @@ from typing import Any
 
 import pytest
 import redis
+from celery import states
 
 from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings
-from dispatcher.keys import EXECUTE_TASK, MALFORMED_CALL_KIND, UNKNOWN_JOB_KIND, job_queue
+from dispatcher.keys import (
+    EXECUTE_TASK,
+    MALFORMED_CALL_KIND,
+    UNKNOWN_JOB_KIND,
+    WORKER_FAILURE_KIND,
+    job_queue,
+)
 from tests.workers.conftest import FlakyFunction, StartWorker, flaky_args, wait_until
+from workers._results import BACKEND_PATH
 
 pytestmark = pytest.mark.integration
 
@@ -207,6 +215,43 @@ def test_a_call_whose_result_is_stored_is_not_invoked_again(
     (second,) = run_calls(blueprint, [call])
     assert first.ok and second == first
     assert len(flaky_function.attempts["once"]) == 1
+
+
+@pytest.mark.parametrize("state", [states.FAILURE, states.REVOKED])
+def test_a_call_whose_failure_is_stored_is_answered_without_running_it(
+    state: str,
+    blueprint: Blueprint,
+    redis_url: str,
+    start_worker: StartWorker,
+    flaky_function: FlakyFunction,
+) -> None:
+    from celery import Celery
+
+    worker = start_worker(pool="threads")
+    key = f"stored-{state}"
+    call = JobCall(5, flaky_args(key, x=3))
+    # The outcome a worker (or a revoke) stored before the call was sent again.
+    client = Celery("store-outcome", set_as_current=False)
+    client.conf.update(result_backend=f"{BACKEND_PATH}+{redis_url}")
+    if state == states.FAILURE:
+        client.backend.mark_as_failure(call.call_id, RuntimeError("the first run crashed"))
+    else:
+        client.backend.mark_as_revoked(call.call_id, "revoked by an operator")
+    results: list[JobResult] = []
+    runner = BlueprintRunner.builder(blueprint.settings).app(blueprint).producer([call])
+    # A daemon: a runner never told of the stored outcome would wait forever.
+    thread = threading.Thread(target=runner.consumer(results.append).run, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+
+    assert not thread.is_alive(), "the runner was never told of the stored outcome"
+    (result,) = results
+    assert not result.ok and result.error is not None
+    assert result.error.kind == WORKER_FAILURE_KIND
+    expected = "the first run crashed" if state == states.FAILURE else "revoked by an operator"
+    assert expected in result.error.message
+    assert f"call {call.call_id} already has a result" in worker.output()
+    assert key not in flaky_function.attempts
 
 
 def test_a_worker_killed_mid_job_leaves_the_call_to_another_worker_exactly_once(
