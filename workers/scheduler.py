@@ -93,6 +93,8 @@ class SingleBeatScheduler(Scheduler):  # type: ignore[misc]
         elif not held and self._renewed_at is not None:
             logger.warning("beat lock %s lost by %s: standing by", self.lock.key, self.lock.token)
         elif not held:
-            logger.debug("beat lock held by %s: standing by", self.lock.holder())
+            # Not who holds it: a GET for a log line runs at every log level, and with Redis
+            # down it raised out of tick, which Celery's beat loop does not catch.
+            logger.debug("beat lock %s held elsewhere or unreachable: standing by", self.lock.key)
         self._renewed_at = now if held else None
         return held

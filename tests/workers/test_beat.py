@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import logging
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
 from dispatcher import JobCall, Settings
 from dispatcher.keys import BEAT_LOCK_KEY, HEALTH_TASK, WARM_QUEUE, WARM_TASK, health_key
@@ -30,12 +32,14 @@ from tests.workers.conftest import (
     ROOT,
     WORKER_READY,
     WorkerProcess,
+    free_port,
     spawn_cli,
     stop_process,
     wait_until,
 )
 from workers.health import HealthStatus, read_health
 from workers.lock import RedisLock
+from workers.scheduler import SingleBeatScheduler
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +215,18 @@ def test_the_lock_renews_and_releases_only_for_its_holder(redis_url: str) -> Non
     assert 4000 < client.pttl(BEAT_LOCK_KEY) <= 5000
     assert mine.release() and client.get(BEAT_LOCK_KEY) is None
     assert theirs.hold() and theirs.holder() == "host:2:b"
+
+
+def test_a_beat_keeps_ticking_while_redis_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
+    # Celery's beat loop does not catch what tick raises: an error there stops the beat.
+    app = Celery("beat-without-redis", set_as_current=False)
+    app.conf.update(
+        blueprint_beat_lock_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens
+        blueprint_beat_lock_ttl_s=LOCK_TTL_S,
+    )
+    scheduler = SingleBeatScheduler(app)
+
+    with caplog.at_level(logging.DEBUG, logger="blueprint_faas.workers.scheduler"):
+        assert scheduler.tick() == scheduler.lock.heartbeat_s
+
+    assert "beat lock unreachable, not sending" in caplog.text
