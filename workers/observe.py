@@ -134,7 +134,10 @@ def _on_retry(
         if not isinstance(error, FaasError):
             return
         job_id = int(request.args[0]["job_id"])
-        provider = error.provider or sender.blueprint.registry.get(job_id).provider_name
+        registry = sender.blueprint.registry
+        if job_id not in registry:
+            return  # a local handler asked for the retry: no provider attempt to count
+        provider = error.provider or registry.get(job_id).provider_name
         attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind))
         record_attempt(attempt, _redis(sender), _prices(sender))
         metrics.record_retry(job_id, provider, error.kind)

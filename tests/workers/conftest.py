@@ -283,6 +283,7 @@ def start_worker(
         concurrency: int = 4,
         jobs: str | None = None,
         worker_settings: Settings | None = None,
+        app: str = "tests.workers.apps",
     ) -> WorkerProcess:
         log = tmp_path / f"worker-{next(counter)}.log"
         env = {
@@ -293,7 +294,7 @@ def start_worker(
             apps.FLAKY_URL_ENV: flaky_function.url,
             apps.COUNTER_REDIS_ENV: redis_server.url(0),
         }
-        args = ["worker", "--app", "tests.workers.apps", "--pool", pool]
+        args = ["worker", "--app", app, "--pool", pool]
         args += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
         if jobs is not None:
             args += ["--jobs", jobs]

@@ -22,6 +22,7 @@ from dispatcher import Blueprint, JobCall, JobResult, Settings
 from dispatcher.keys import INVOCATION_LEDGER_KEY
 from providers.errors import ErrorKind
 from providers.pricing import estimate_invocation_cost
+from tests.workers import retry_app
 from tests.workers.conftest import StartWorker, flaky_args, free_port, wait_until
 from tests.workers.test_execute import run_calls, u64
 from workers.ledger import LEDGER_MAXLEN, InvocationRecord, append_invocation, recent_invocations
@@ -191,4 +192,20 @@ def test_results_of_local_jobs_leave_no_trace(
     results: list[JobResult] = run_calls(blueprint, [JobCall(0, u64(5))])
 
     assert results[0].ok and results[0].ran_on == "local"
+    assert recent_invocations(redis.Redis.from_url(redis_url), 10) == []
+
+
+def test_a_local_job_asking_for_a_retry_is_retried_without_an_observer_error(
+    settings: Settings, start_worker: StartWorker, redis_url: str
+) -> None:
+    worker = start_worker(pool="threads", app="tests.workers.retry_app")
+    call = JobCall(retry_app.BUSY_ONCE_JOB, b"hi")
+    (result,) = run_calls(retry_app.build_app().with_settings(settings), [call])
+    # Celery logs the retry after the retry observer ran: its line means the observer is done.
+    wait_until(lambda: f"[{call.call_id}] retry:" in worker.output(), 10, "the retry log line")
+
+    assert result.ok and result.body == b"hi" and result.attempts == 2
+    assert result.ran_on == "local"
+    output = worker.output()
+    assert "observer failed" not in output and "Traceback" not in output
     assert recent_invocations(redis.Redis.from_url(redis_url), 10) == []
