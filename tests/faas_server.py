@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +19,11 @@ from pathlib import Path
 import httpx
 
 from providers.packaging import build_custom_package
+from tests.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 _READY_DEADLINE_S = 30.0
 _STOP_DEADLINE_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -53,7 +45,7 @@ def reference_server(data_dir: Path, *, env: Mapping[str, str] | None = None) ->
         _wait_until_serving(process, url)
         yield url
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def squaring_package() -> bytes:
@@ -77,14 +69,3 @@ def _wait_until_serving(process: subprocess.Popen[bytes], url: str) -> None:
                     f"the reference server did not answer within {_READY_DEADLINE_S} s"
                 ) from None
             time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=_STOP_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -6,7 +6,6 @@ key), never on a fixed sleep.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -29,7 +28,7 @@ from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
 from providers.packaging import build_shell_package
 from tests import faas_server
-from tests.faas_server import free_port
+from tests.processes import free_port, stop_process, wait_until
 from tests.workers import apps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,30 +44,6 @@ FAST_KNOBS: dict[str, Any] = {
     "retry_max": 3,
     "poll_interval_s": 0.02,
 }
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
-    """Poll ``condition`` until it returns a true value; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what or condition}")
-        time.sleep(0.02)
-
-
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Signal the process group, then kill it if it is still there after 15 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 # -- Redis ----------------------------------------------------------------------------------

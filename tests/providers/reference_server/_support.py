@@ -19,13 +19,14 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+
+from tests.processes import free_port
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _START_DEADLINE_S = 60.0
@@ -239,15 +240,6 @@ def result_json(response: httpx.Response) -> Any:
     return json.loads(result_bytes(response))
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout_s: float = 30.0, what: str = "") -> None:
-    """Poll `predicate` until it holds; fail the test after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
 def process_gone(pid: int) -> bool:
     """True when `pid` no longer runs (absent, or a zombie nobody reaped yet)."""
     try:
@@ -255,9 +247,3 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return True
     return state in ("Z", "X")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

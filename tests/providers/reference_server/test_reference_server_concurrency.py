@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._support import FileGate, ServerProcess, make_zip, wait_until
+from tests.processes import wait_until
+
+from ._support import FileGate, ServerProcess, make_zip
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ._support import (
-    ServerProcess,
-    make_zip,
-    process_gone,
-    result_bytes,
-    result_json,
-    wait_until,
-)
+from tests.processes import wait_until
+
+from ._support import ServerProcess, make_zip, process_gone, result_bytes, result_json
 
 pytestmark = pytest.mark.integration
 

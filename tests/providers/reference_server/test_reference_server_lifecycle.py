@@ -8,7 +8,9 @@ from datetime import datetime
 import httpx
 import pytest
 
-from ._support import ServerProcess, make_zip, result_json, wait_until
+from tests.processes import wait_until
+
+from ._support import ServerProcess, make_zip, result_json
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ._support import FileGate, RawInvocation, ServerProcess, make_zip, process_gone, wait_until
+from tests.processes import wait_until
+
+from ._support import FileGate, RawInvocation, ServerProcess, make_zip, process_gone
 
 pytestmark = pytest.mark.integration
 

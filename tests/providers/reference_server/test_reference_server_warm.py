@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ._support import ServerProcess, process_gone, result_json, wait_until
+from tests.processes import wait_until
+
+from ._support import ServerProcess, process_gone, result_json
 
 pytestmark = pytest.mark.integration
 
