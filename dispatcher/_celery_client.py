@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from celery import states
+
 from dispatcher.jobs import JobCall
 from dispatcher.keys import EXECUTE_TASK, job_queue
 
@@ -24,8 +26,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("blueprint_faas.runner")
 
-#: Celery states after which a task's result will not change.
-READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 _LISTEN_TIMEOUT_S = 0.5
 # How long one wait of the pub/sub listener lasts before it looks at whether the run is over:
 # ``run`` returns at most this late after the last result (0.5 s cost a 2,000-call run 10 %).
@@ -153,7 +153,8 @@ class _PubSubWatcher(ResultWatcher):
             except Exception as error:
                 logger.warning("result read of %s: %r", call_id, error)
                 return
-            if meta["status"] in READY_STATES and self._pending.pop(call_id, None) is not None:
+            ready = meta["status"] in states.READY_STATES
+            if ready and self._pending.pop(call_id, None) is not None:
                 with contextlib.suppress(Exception):  # unsubscribing needs the broken link
                     self._client.backend.remove_pending_result(result)
                 self._on_ready(call_id, meta["status"], meta["result"])
@@ -187,6 +188,6 @@ class _PollingWatcher(ResultWatcher):
                 except Exception as error:
                     logger.warning("result poll of %s: %r", call_id, error)
                     continue
-                if meta["status"] in READY_STATES:
+                if meta["status"] in states.READY_STATES:
                     self.forget(call_id)
                     self._on_ready(call_id, meta["status"], meta["result"])

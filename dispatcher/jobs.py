@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -272,15 +273,8 @@ class JobResult:
             "error": None if self.error is None else self.error.to_wire(),
             "ran_on": self.ran_on,
             "attempts": self.attempts,
-            "metrics": None
-            if metrics is None
-            else {
-                "total_ms": metrics.total_ms,
-                "execution_ms": metrics.execution_ms,
-                "cold_start": metrics.cold_start,
-                "memory_used_mb": metrics.memory_used_mb,
-                "billed_ms": metrics.billed_ms,
-            },
+            # Every field, so one added to FaasMetrics cannot be dropped on the wire.
+            "metrics": None if metrics is None else dataclasses.asdict(metrics),
         }
 
     @classmethod
