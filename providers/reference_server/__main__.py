@@ -41,6 +41,8 @@ def main(
     parser.add_argument(
         "--max-queued-per-function", type=int, default=DEFAULT_LIMITS.max_queued_per_function
     )
+    parser.add_argument("--max-output-bytes", type=int, default=DEFAULT_LIMITS.max_output_bytes)
+    parser.add_argument("--max-warm-instances", type=int, default=DEFAULT_LIMITS.max_warm_instances)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     try:
@@ -51,6 +53,8 @@ def main(
             max_invoke_bytes=args.max_invoke_bytes,
             warm_idle_ttl_s=args.warm_idle_ttl_s,
             max_queued_per_function=args.max_queued_per_function,
+            max_output_bytes=args.max_output_bytes,
+            max_warm_instances=args.max_warm_instances,
         )
     except ValueError as exc:
         parser.error(str(exc))
