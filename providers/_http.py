@@ -191,10 +191,6 @@ def read_nested_error(body: Any) -> ErrorDetail | None:
     return _detail_or_none(status.status or status.code, status.message)
 
 
-def _detail_or_none(code: str | None, message: str | None) -> ErrorDetail | None:
-    return None if code is None and message is None else ErrorDetail(code=code, message=message)
-
-
 def truncate_message(text: str) -> str:
     """Cut ``text`` to :data:`MAX_ERROR_MESSAGE_CHARS`, so one reply cannot flood a log line."""
     if len(text) <= MAX_ERROR_MESSAGE_CHARS:
@@ -353,6 +349,10 @@ def _body_detail(response: httpx.Response, error_body: ErrorBodyReader) -> str:
         return ""
     parts = [f"[{detail.code}]" if detail.code else "", detail.message or ""]
     return " ".join(part for part in parts if part)
+
+
+def _detail_or_none(code: str | None, message: str | None) -> ErrorDetail | None:
+    return None if code is None and message is None else ErrorDetail(code=code, message=message)
 
 
 def _redact(text: str, headers: httpx.Headers) -> str:
