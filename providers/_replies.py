@@ -126,7 +126,11 @@ def _problem(detail: ErrorDetails) -> str:
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:
+    # ("stages", 0, "state") reads "stages[0].state".
     path = ""
     for part in location:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
     return path

@@ -83,64 +83,6 @@ _BAD_REQUEST_ON_DEPLOY: Mapping[int, type[FaasError]] = {400: InvalidConfig}
 _FAILURE_CODES: Mapping[str, type[FaasError]] = {"FUNCTION_TIMEOUT": FaasTimeout}
 
 
-def _contract_bytes(value: object) -> bytes:
-    # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, list):
-        try:
-            return bytes(value)
-        except (TypeError, ValueError):
-            raise ValueError("is not an array of 0..255") from None
-    raise ValueError("must be a byte array or a string")
-
-
-_Reply = TypeVar("_Reply", bound=BaseModel)
-# bytes() on the decoded list, not list[int] validation: ten times faster on a megabyte.
-_ContractBytes = Annotated[bytes, PlainValidator(_contract_bytes)]
-
-
-class _InvokeReplyBody(BaseModel):
-    """A successful invoke's reply; the reference server adds ``cold_start``."""
-
-    model_config = ConfigDict(strict=True, frozen=True)
-
-    result: _ContractBytes
-    execution_ms: float | None = None
-    cold_start: bool | None = None
-    memory_used_mb: float | None = None
-
-
-class _FailureBody(BaseModel):
-    """A failed execution (``success: false``): read leniently, it is raised whatever it says."""
-
-    model_config = ConfigDict(frozen=True)
-
-    error: OptionalText = None
-    code: OptionalText = None
-
-
-class _DeploymentBody(BaseModel):
-    """The record a deploy and a get answer; ``binary_size_bytes`` and the date come from get."""
-
-    model_config = ConfigDict(strict=True, frozen=True)
-
-    function_id: str
-    endpoint: OptionalText = None
-    memory_mb: int
-    timeout_secs: int
-    status: str
-    deployed_at: Rfc3339Datetime | None = None
-    binary_size_bytes: float | None = None
-    cold_start_ms: float | None = None
-
-
-class _WarmBody(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True)
-
-    instances_warmed: int
-
-
 class HttpFaasExecutor(FaasExecutor):
     """Deploys and invokes Blueprint jobs on a platform speaking the Custom FaaS contract.
 
@@ -273,8 +215,7 @@ class HttpFaasExecutor(FaasExecutor):
             timeout=self._invoke_timeout(job_id),
         )
         # A failed execution is a 500 whose body says success: false; a 200 saying so is a
-        # failure too (the original client took it for a result).
-        # The body is decoded once, for both questions.
+        # failure too (the original client took it for a result). The body is decoded once.
         body = json_object_or_none(response.content) if response.status_code in (200, 500) else None
         if body is not None and body.get("success") is False:
             raise self._function_error(body, response)
@@ -400,6 +341,64 @@ class HttpFaasExecutor(FaasExecutor):
             provider=self.provider_name,
             status=response.status_code,
         )
+
+
+def _contract_bytes(value: object) -> bytes:
+    # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, list):
+        try:
+            return bytes(value)
+        except (TypeError, ValueError):
+            raise ValueError("is not an array of 0..255") from None
+    raise ValueError("must be a byte array or a string")
+
+
+_Reply = TypeVar("_Reply", bound=BaseModel)
+# bytes() on the decoded list, not list[int] validation: 4x faster on a megabyte (5 vs 20 ms).
+_ContractBytes = Annotated[bytes, PlainValidator(_contract_bytes)]
+
+
+class _InvokeReplyBody(BaseModel):
+    """A successful invoke's reply; the reference server adds ``cold_start``."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    result: _ContractBytes
+    execution_ms: float | None = None
+    cold_start: bool | None = None
+    memory_used_mb: float | None = None
+
+
+class _FailureBody(BaseModel):
+    """A failed execution (``success: false``): read leniently, it is raised whatever it says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: OptionalText = None
+    code: OptionalText = None
+
+
+class _DeploymentBody(BaseModel):
+    """The record a deploy and a get answer; ``binary_size_bytes`` and the date come from get."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    function_id: str
+    endpoint: OptionalText = None
+    memory_mb: int
+    timeout_secs: int
+    status: str
+    deployed_at: Rfc3339Datetime | None = None
+    binary_size_bytes: float | None = None
+    cold_start_ms: float | None = None
+
+
+class _WarmBody(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    instances_warmed: int
 
 
 def _client_cert(cert_path: str | Path, key_path: str | Path | None) -> ClientCert:
