@@ -46,6 +46,8 @@ DEFAULT_RETRY_CAP_S = 30.0
 DEFAULT_TIME_LIMIT_MARGIN_S = 30.0
 DEFAULT_LOCAL_TIME_LIMIT_S = 300.0
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+DEFAULT_LIVENESS_TTL_S = 5.0
+DEFAULT_RESTORE_INTERVAL_S = 1.0
 DEFAULT_RESULT_EXPIRES_S = 86_400.0
 DEFAULT_MAX_IN_FLIGHT = 100
 DEFAULT_SOFT_SHUTDOWN_S = 10.0
@@ -126,6 +128,10 @@ class Settings(BaseModel):
     visibility_timeout_s: float = Field(DEFAULT_VISIBILITY_TIMEOUT_S, gt=0)
     #: How long stored results (and so the idempotency record) are kept.
     result_expires_s: float = Field(DEFAULT_RESULT_EXPIRES_S, gt=0)
+    #: A worker whose liveness key is this old is presumed dead, and its calls run again.
+    liveness_ttl_s: float = Field(DEFAULT_LIVENESS_TTL_S, ge=1)
+    #: How often each worker renews its liveness key and looks for dead workers' calls.
+    restore_interval_s: float = Field(DEFAULT_RESTORE_INTERVAL_S, gt=0)
     #: Calls the runner keeps published but not yet answered (backpressure).
     max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1)
     #: Seconds a stopping worker keeps finishing its running tasks.
@@ -329,6 +335,8 @@ class Settings(BaseModel):
             # a short visibility timeout would still wait ~100 s for redelivery.
             "unacked_restore_interval": restore_interval_s,
             "unacked_restore_throttle": 1,
+            "liveness_ttl_s": self.liveness_ttl_s,
+            "restore_interval_s": self.restore_interval_s,
             "socket_keepalive": True,
             "health_check_interval": 10,
             "retry_on_timeout": True,
