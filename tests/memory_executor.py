@@ -9,17 +9,24 @@ from __future__ import annotations
 from typing import ClassVar
 
 from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply, function_name
+from providers.limits import ProviderLimits
 
 
 class MemoryExecutor(FaasExecutor):
-    """Answers every invoke with the payload reversed and records what reached it."""
+    """Answers every invoke with the payload reversed and records what reached it.
+
+    Its requests are the payload itself (nothing is encoded), capped at 8 bytes.
+    """
 
     provider_name = "memory"
-    max_payload_bytes: ClassVar[int | None] = 8
+    default_limits: ClassVar[ProviderLimits] = ProviderLimits(max_request_bytes=8)
 
     def __init__(self) -> None:
         super().__init__()
         self.invoked: list[tuple[int, bytes]] = []
+
+    def _request_size(self, job_id: int, payload: bytes) -> int:
+        return len(payload)
 
     def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
         self.invoked.append((job_id, payload))
