@@ -21,9 +21,10 @@ class MemoryExecutor(FaasExecutor):
     provider_name = "memory"
     default_limits: ClassVar[ProviderLimits] = ProviderLimits(max_request_bytes=8)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, limits: ProviderLimits | None = None) -> None:
+        super().__init__(limits=limits)
         self.invoked: list[tuple[int, bytes]] = []
+        self.deployed: list[int] = []
 
     def _request_size(self, job_id: int, payload: bytes) -> int:
         return len(payload)
@@ -33,6 +34,7 @@ class MemoryExecutor(FaasExecutor):
         return InvokeReply(body=payload[::-1], execution_ms=1.5, cold_start=False)
 
     def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
+        self.deployed.append(job_id)
         return FaasDeployment(
             function_id=function_name(job_id),
             job_id=job_id,
