@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from dispatcher.errors import NotAFaasJob, ProviderMismatch, UnknownJob
-from providers.base import DEFAULT_CONFIG, FaasConfig, FaasDeployment
+from providers.base import FaasConfig, FaasDeployment
 from providers.errors import InvalidConfig
 from providers.registry import MissingExtra, UnknownProvider, provider_spec
 
@@ -91,7 +91,7 @@ def deploy(
     handler: str,
     *,
     sources: Sequence[str | Path] = (),
-    config: FaasConfig = DEFAULT_CONFIG,
+    config: FaasConfig | None = None,
     provider: str | None = None,
 ) -> FaasDeployment:
     """Package ``handler`` for the job's provider and deploy it (create or replace).
@@ -103,7 +103,10 @@ def deploy(
     sources:
         Files and folders shipped in the package; the handler's module must be among them.
     config:
-        Memory, timeout, environment, concurrency and keep-warm of the function.
+        Memory, timeout, environment, concurrency and keep-warm of the function; None
+        deploys the config the app gives the job (its settings file's ``[faas.jobs.<id>]``
+        fields, or ``configure_job``), so the function runs with the timeout the workers
+        size their deadlines by.
 
     Raises
     ------
@@ -114,7 +117,9 @@ def deploy(
     """
     executor = executor_for(blueprint, job_id, provider)
     package = build_package(executor.provider_name, handler, sources)
-    return executor.deploy_job(job_id, package, config)
+    return executor.deploy_job(
+        job_id, package, executor.job_config(job_id) if config is None else config
+    )
 
 
 def warm(

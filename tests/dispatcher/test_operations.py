@@ -85,6 +85,17 @@ def test_deploy_packages_with_the_builder_of_the_executors_provider() -> None:
     assert executor.job_config(5) == config
 
 
+def test_deploy_without_a_config_deploys_the_one_the_app_gives_the_job() -> None:
+    executor = RecordingExecutor()
+    configured = FaasConfig(memory_mb=320, timeout_secs=12)
+    executor.configure_job(5, configured)
+
+    deployment = deploy(_blueprint(executor), 5, "_ops_handler:reverse", sources=[HANDLER_SOURCE])
+
+    assert (deployment.memory_mb, deployment.timeout_secs) == (320, 12)
+    assert executor.job_config(5) == configured
+
+
 def test_a_provider_this_installation_does_not_have_is_an_invalid_config() -> None:
     with pytest.raises(InvalidConfig, match="unknown provider 'aws' \\(known: custom\\)"):
         build_package("aws", "mod:fn", [HANDLER_SOURCE])

@@ -4,6 +4,7 @@ one wrong (each a ConfigError naming the key, never quoting a secret)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +275,19 @@ def test_without_a_file_there_is_no_configured_app() -> None:
         Blueprint.from_config()
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_app("no-such-app.toml")
+
+
+def test_the_readme_example_is_an_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (example,) = re.findall(r"```toml\n(# blueprint\.toml\n.*?)```", readme, re.DOTALL)
+    monkeypatch.setenv("MY_FAAS_KEY", SECRET)
+    path = write(tmp_path, example.replace('"mymod"', f'"{LOCAL_MODULE}"'))
+
+    blueprint = load_app(str(path))
+
+    assert blueprint.settings.broker_url == "redis://127.0.0.1:6379/0"
+    assert (blueprint.router.job_ids(), blueprint.registry.job_ids()) == ([0], [1, 3])
+    first, third = blueprint.registry.get(1), blueprint.registry.get(3)
+    assert first.job_config(1) == FaasConfig(memory_mb=256, timeout_secs=60, keep_warm=True)
+    assert third.limits.max_request_bytes == 1_048_576
+    assert third.limits.max_timeout_secs == first.limits.max_timeout_secs == 900
