@@ -30,9 +30,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dispatcher.errors import ConfigError
 from dispatcher.registry import FaasRegistry
@@ -62,6 +62,7 @@ APP_SECTIONS = (LOCAL_SECTION, FAAS_SECTION)
 #: The attribute of ``[local] module`` that holds the Router, unless ``module:attr`` says.
 DEFAULT_ROUTER_ATTR = "router"
 
+_Model = TypeVar("_Model", bound=BaseModel)
 _UNKNOWN_KEY = "unknown key"
 _JOB_KEYS = frozenset({"provider", "options"})
 _FAAS_KEYS = frozenset({"jobs", "options"})
@@ -148,8 +149,11 @@ def _shared_executor(
 def _faas_jobs(faas: Mapping[str, Any]) -> tuple[list[_FaasJob], list[str]]:
     problems = _unknown_keys(faas, _FAAS_KEYS, FAAS_SECTION)
     shared = _table(faas.get("options", {}), f"{FAAS_SECTION}.options")
-    for provider in shared:
-        problems.extend(_provider_problem(provider, f"{FAAS_SECTION}.options.{provider}"))
+    for provider, options in shared.items():
+        key = f"{FAAS_SECTION}.options.{provider}"
+        problems.extend(_provider_problem(provider, key))
+        if not isinstance(options, Mapping):
+            problems.append(f"{key}: expected a table")
     jobs: list[_FaasJob] = []
     for key, table in _table(faas.get("jobs", {}), f"{FAAS_SECTION}.jobs").items():
         job, job_problems = _faas_job(key, table, shared)
@@ -180,7 +184,7 @@ def _faas_job(
         return None, [f"{prefix}.options: expected a table"]
     provider_shared = shared.get(provider, {})
     if not isinstance(provider_shared, Mapping):
-        return None, [f"{FAAS_SECTION}.options.{provider}: expected a table"]
+        return None, []  # reported once, under its own key
     # Shared options are reported under the job's key: the job is what they fail for.
     options = _validated(spec.options, {**provider_shared, **own}, f"{prefix}.options", problems)
     fields = {name: value for name, value in table.items() if name not in _JOB_KEYS}
@@ -190,7 +194,9 @@ def _faas_job(
     return _FaasJob(job_id, provider, options, config), []
 
 
-def _validated(model: Any, values: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+def _validated(
+    model: type[_Model], values: Mapping[str, Any], prefix: str, problems: list[str]
+) -> _Model | None:
     try:
         return model.model_validate(values)
     except ValidationError as error:

@@ -166,6 +166,7 @@ def test_the_app_tables_are_not_knobs_but_other_keys_still_are(tmp_path: Path) -
             "faas.options.gcp: unknown provider 'gcp' (known: custom)",
         ),
         ("[faas.jobs.1]\nmemory_mb = 256\n", "faas.jobs.1.provider: expected a provider name"),
+        ("[faas.options]\ncustom = 3\n", "faas.options.custom: expected a table"),
         (
             '[faas.jobs.x]\nprovider = "custom"\n',
             "faas.jobs.x: not a job id (an integer in [0, 4294967295])",
