@@ -5,6 +5,9 @@ JSON file named by ``BLUEPRINT_FAAS_CONFIG``, over the defaults below. Unknown k
 refused in both places (a typo must not silently fall back to a default). Secrets never come
 from here except inside broker URLs, and those are redacted in every repr.
 
+The same file may also define the app (its ``[local]`` and ``[faas]`` tables, read by
+:mod:`dispatcher.app_config`); those tables are not knobs and are skipped here.
+
 With no broker configured the settings describe the *embedded* mode: kombu's filesystem
 transport and Celery's file result backend under ``data_dir``, so a single machine works with
 no server installed.
@@ -26,10 +29,13 @@ from dispatcher.errors import ConfigError
 from dispatcher.keys import METRICS_PORT_DEFAULT
 
 __all__ = [
+    "APP_SECTIONS",
     "CONFIG_ENV_VAR",
     "DEFAULT_DATA_DIR",
     "ENV_PREFIX",
     "Settings",
+    "config_file_path",
+    "read_config_file",
     "redact_url",
 ]
 
@@ -37,6 +43,8 @@ __all__ = [
 ENV_PREFIX = "BLUEPRINT_FAAS_"
 #: Names the optional config file; the only prefixed variable that is not a knob.
 CONFIG_ENV_VAR = f"{ENV_PREFIX}CONFIG"
+#: Tables of the config file that define the app (:mod:`dispatcher.app_config`), not knobs.
+APP_SECTIONS = ("local", "faas")
 #: Where the embedded mode keeps its queues and results when ``data_dir`` is not set.
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "blueprint-faas"
 
@@ -198,13 +206,21 @@ class Settings(BaseModel):
     # -- constructors -------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: Path | None = None,
+        **overrides: Any,
+    ) -> Self:
         """Read ``BLUEPRINT_FAAS_*`` variables over the optional config file over defaults.
 
         Parameters
         ----------
         environ:
             The environment to read; ``os.environ`` when None.
+        config_file:
+            The config file to read instead of the one ``BLUEPRINT_FAAS_CONFIG`` names.
         overrides:
             Knobs set in code, above every other source.
 
@@ -215,9 +231,12 @@ class Settings(BaseModel):
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        config_path = environ.get(CONFIG_ENV_VAR)
-        if config_path:
-            values.update(_read_config_file(Path(config_path)))
+        config_path = config_file or config_file_path(environ)
+        if config_path is not None:
+            knobs = read_config_file(config_path)
+            values.update(
+                (name, value) for name, value in knobs.items() if name not in APP_SECTIONS
+            )
         values.update(_env_values(environ))
         values.update(overrides)
         unknown = sorted(set(values) - set(cls.model_fields))
@@ -385,7 +404,20 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def config_file_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file ``BLUEPRINT_FAAS_CONFIG`` names in ``environ`` (``os.environ``), if any."""
+    value = (os.environ if environ is None else environ).get(CONFIG_ENV_VAR)
+    return Path(value) if value else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The table a TOML file (or a JSON one, by its ``.json`` suffix) holds.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, does not parse, or holds something other than a table.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
