@@ -43,7 +43,8 @@ def sleep_call(ms: int, **metadata: Any) -> JobCall:
 
 
 def consumers(broker: redis.Redis) -> set[str]:
-    return {member.decode() for member in broker.smembers(CONSUMERS_KEY)}
+    members = broker.smembers(CONSUMERS_KEY)
+    return {m.decode() if isinstance(m, bytes) else m for m in members}
 
 
 class Run:
@@ -246,7 +247,8 @@ def test_fifty_kills_at_random_instants_lose_no_call_of_a_thousand(
         # Call n waits for its share of the kills, so that they fall all along the run and
         # the last calls are published after the last kill.
         for n, call in enumerate(calls):
-            wait_until(lambda n=n: kills >= n * _KILLS // len(calls), 120, "the next kill")
+            kills_due = n * _KILLS // len(calls)
+            wait_until(lambda: kills >= kills_due, 120, "the next kill")  # noqa: B023
             yield call
 
     run = Run(blueprint, paced(), max_in_flight=50)

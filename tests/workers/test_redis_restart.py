@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,7 +85,7 @@ def test_thirty_runs_through_two_redis_restarts_each_answer_every_call_exactly_o
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         for answered in (3, 10):
-            wait_until(lambda n=answered, r=results: len(r) >= n, what=f"{answered} results")
+            wait_until(_has_at_least(results, answered), what=f"{answered} results")
             restartable_redis.stop()
             time.sleep(1)  # the outage itself: Redis stays down for a second
             restartable_redis.start()
@@ -95,3 +95,7 @@ def test_thirty_runs_through_two_redis_restarts_each_answer_every_call_exactly_o
         assert all(r.ok for r in results), [r.error for r in results if not r.ok]
         for worker in workers:
             assert worker.process.poll() is None, f"round {round_number}:\n{worker.output()}"
+
+
+def _has_at_least(results: list[JobResult], count: int) -> Callable[[], bool]:
+    return lambda: len(results) >= count
