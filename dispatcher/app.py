@@ -17,27 +17,39 @@ An app module looks like::
 
     app = Blueprint(router=router)
     app.with_faas_executor(1, HttpFaasExecutor(os.environ["MY_FAAS_URL"]))
+
+Or a settings file alone defines the app (``--app blueprint.toml``, :meth:`Blueprint.from_config`):
+its ``[local]`` table names the module of the local jobs' Router and its ``[faas]`` table the
+FaaS jobs and their providers (:mod:`dispatcher.app_config`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from dispatcher.errors import ConfigError
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
-from dispatcher.settings import Settings
+from dispatcher.settings import (
+    CONFIG_ENV_VAR,
+    Settings,
+    config_file_path,
+    read_config_file,
+)
 
 if TYPE_CHECKING:
     from dispatcher.runner import Consumer, Producer
     from providers.base import FaasExecutor
 
-__all__ = ["DEFAULT_APP_ATTRS", "Blueprint", "load_app"]
+__all__ = ["APP_FILE_SUFFIXES", "DEFAULT_APP_ATTRS", "Blueprint", "load_app"]
 
 #: Attributes ``load_app`` tries, in order, when the spec names only a module.
 DEFAULT_APP_ATTRS = ("app", "blueprint")
+#: A ``load_app`` spec ending so is a settings file that defines the app, not a module.
+APP_FILE_SUFFIXES = (".toml", ".json")
 
 
 class Blueprint:
@@ -73,6 +85,56 @@ class Blueprint:
         self._settings = settings
         self.producer = producer
         self.consumers = list(consumers)
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | Path | None = None,
+        *,
+        router: Router | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Self:
+        """The app a settings file declares: knobs, local jobs and FaaS jobs in one file.
+
+        Parameters
+        ----------
+        path:
+            The TOML or JSON settings file; the one ``BLUEPRINT_FAAS_CONFIG`` names when None.
+        router:
+            The local jobs, for an app module that keeps its handlers in Python and its
+            FaaS jobs in the file; the file's ``[local]`` table must then be absent.
+        environ:
+            Where ``BLUEPRINT_FAAS_*`` knobs (and the file's name) are read, ``os.environ``
+            when None. ``env:NAME`` secrets always come from the process's environment.
+
+        Raises
+        ------
+        ConfigError
+            No file, or one that cannot be read; a bad knob, ``[local]`` or ``[faas]`` entry
+            (each named by its key); local jobs defined twice; a job both local and FaaS.
+        """
+        from dispatcher.app_config import LOCAL_SECTION, faas_registry, local_router
+
+        config_path = Path(path) if path is not None else config_file_path(environ)
+        if config_path is None:
+            raise ConfigError(f"no settings file: give its path or set {CONFIG_ENV_VAR}")
+        data = read_config_file(config_path)
+        settings = Settings.from_env(environ, config_file=config_path)
+        try:
+            if LOCAL_SECTION in data:
+                if router is not None:
+                    raise ConfigError(
+                        f"local jobs are given twice: by its [{LOCAL_SECTION}] table and in code"
+                    )
+                router = local_router(data[LOCAL_SECTION])
+            registry = faas_registry(data.get("faas", {}))
+        except ConfigError as error:
+            raise ConfigError(f"{config_path}: {error}") from error.__cause__
+        router = Router() if router is None else router
+        both = sorted(set(router.job_ids()) & set(registry.job_ids()))
+        if both:
+            raise ConfigError(f"{config_path}: job(s) {both} are both local and FaaS jobs")
+        return cls(router=router, registry=registry, settings=settings)
 
     @property
     def settings(self) -> Settings:
@@ -121,16 +183,22 @@ class Blueprint:
 
 
 def load_app(spec: str) -> Blueprint:
-    """Import the Blueprint named by ``spec``: ``"package.module"`` or ``"package.module:attr"``.
+    """The Blueprint named by ``spec``: ``"package.module"``, ``"package.module:attr"``, or a
+    settings file ``"path/app.toml"`` (or ``.json``) that defines the app by itself.
 
     With no attribute, the module's ``app`` or else ``blueprint`` is used. An attribute that
-    is a zero-argument callable (a factory) is called.
+    is a zero-argument callable (a factory) is called. A settings file is read by
+    :meth:`Blueprint.from_config`, and is also the app's settings file (in place of
+    ``BLUEPRINT_FAAS_CONFIG``).
 
     Raises
     ------
     ConfigError
-        The module cannot be imported, or the attribute is missing or not a Blueprint.
+        The module cannot be imported, or the attribute is missing or not a Blueprint; or
+        the settings file is unreadable or wrong (see :meth:`Blueprint.from_config`).
     """
+    if spec.endswith(APP_FILE_SUFFIXES):
+        return Blueprint.from_config(spec)
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +45,19 @@ def _frozen_metadata(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
     for key in metadata:
         if not isinstance(key, str):
             raise InvalidJobCall(f"metadata keys must be str, got {key!r}")
+    try:
+        # Standard JSON only: what every serializer on the way (task message, result) keeps.
+        json.dumps(metadata, allow_nan=False, default=_mapping_as_dict)
+    except (TypeError, ValueError) as error:
+        raise InvalidJobCall(f"metadata must be JSON-serialisable: {error}") from None
     return MappingProxyType(dict(metadata))
+
+
+def _mapping_as_dict(value: object) -> dict[str, Any]:
+    # A frozen metadata mapping (a result built from its call's) is a dict on the wire.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def checked_job_id(job_id: object) -> int:

@@ -10,6 +10,7 @@ from providers.base import check_job_id
 
 __all__ = [
     "BEAT_LOCK_KEY",
+    "CONSUMERS_KEY",
     "EXECUTE_TASK",
     "HEALTH_TASK",
     "INVOCATION_LEDGER_KEY",
@@ -20,12 +21,16 @@ __all__ = [
     "METRICS_PORT_DEFAULT",
     "METRICS_PREFIX",
     "PUBLISH_FAILED_KIND",
+    "RESTORER_LOCK_KEY",
     "UNKNOWN_JOB_KIND",
     "WARM_QUEUE",
     "WARM_TASK",
     "WORKER_FAILURE_KIND",
+    "consumer_in_flight_key",
+    "consumer_liveness_key",
     "health_key",
     "job_queue",
+    "wake_key",
 ]
 
 #: Prefix of every queue that carries job calls.
@@ -74,3 +79,29 @@ def health_key(job_id: int) -> str:
 def job_queue(job_id: int) -> str:
     """The queue of a job id: ``blueprint.jobs.<job_id>``."""
     return f"{JOB_QUEUE_PREFIX}{check_job_id(job_id)}"
+
+
+# -- the broker's consumer records (dispatcher._broker, dispatcher._consumers) ---------------
+
+#: Redis set of every consumer that may hold calls in flight (live or not yet restored).
+CONSUMERS_KEY = f"{KEY_PREFIX}consumers"
+#: The lock that lets one restorer at a time return dead consumers' calls to their queues.
+RESTORER_LOCK_KEY = f"{KEY_PREFIX}restorer-lock"
+_CONSUMER_KEY_PREFIX = f"{KEY_PREFIX}consumer:"
+_IN_FLIGHT_KEY_PREFIX = f"{KEY_PREFIX}in-flight:"
+_WAKE_KEY_PREFIX = f"{KEY_PREFIX}wake:"
+
+
+def consumer_liveness_key(consumer_id: str) -> str:
+    """The key a live consumer keeps renewing; its expiry declares the consumer dead."""
+    return f"{_CONSUMER_KEY_PREFIX}{consumer_id}"
+
+
+def consumer_in_flight_key(consumer_id: str) -> str:
+    """The Redis hash of a consumer's calls in flight: delivery tag -> the list it came from."""
+    return f"{_IN_FLIGHT_KEY_PREFIX}{consumer_id}"
+
+
+def wake_key(queue: str) -> str:
+    """The list a publisher pushes a token to for each message it puts on ``queue``."""
+    return f"{_WAKE_KEY_PREFIX}{queue}"

@@ -2,9 +2,8 @@
 
 Each operation finds the job's executor in the app's registry (the provider is the one the
 app registered; naming another is an error, never a silent switch) and calls it. Deploying
-builds the package from a Python handler ``module:function`` with the packager of the
-executor's provider: one function per provider name in :data:`PACKAGE_BUILDERS`, so another
-provider's runtime plugs in with :func:`register_package_builder`.
+builds the package from a Python handler ``module:function`` with the package builder the
+executor's provider declares (:mod:`providers.registry`).
 
 These are what ``blueprint-faas deploy|warm|health|info|undeploy`` run; the CLI only parses
 and prints.
@@ -12,8 +11,7 @@ and prints.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,16 +19,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from dispatcher.errors import NotAFaasJob, ProviderMismatch, UnknownJob
-from providers.base import DEFAULT_CONFIG, FaasConfig, FaasDeployment
+from providers.base import FaasConfig, FaasDeployment
 from providers.errors import InvalidConfig
+from providers.registry import MissingExtra, UnknownProvider, provider_spec
 
 if TYPE_CHECKING:
     from dispatcher.app import Blueprint
     from providers.base import FaasExecutor
 
 __all__ = [
-    "PACKAGE_BUILDERS",
-    "PackageBuilder",
     "build_package",
     "deploy",
     "deployment_to_dict",
@@ -39,30 +36,9 @@ __all__ = [
     "health",
     "info",
     "parse_env_pairs",
-    "register_package_builder",
     "undeploy",
     "warm",
 ]
-
-#: Builds a provider-ready zip from a handler ``module:function`` and the files to ship.
-PackageBuilder = Callable[[str, Sequence[Path]], bytes]
-
-
-def _custom_package(handler: str, sources: Sequence[Path]) -> bytes:
-    from providers.packaging import build_custom_package
-
-    return build_custom_package(handler, sources=sources)
-
-
-#: Provider name (an executor's ``provider_name``) -> its packager.
-PACKAGE_BUILDERS: dict[str, PackageBuilder] = {"custom": _custom_package}
-_builders_lock = threading.Lock()
-
-
-def register_package_builder(provider: str, builder: PackageBuilder) -> None:
-    """Use ``builder`` to package handlers for ``provider`` (replacing any earlier one)."""
-    with _builders_lock:
-        PACKAGE_BUILDERS[provider] = builder
 
 
 def build_package(provider: str, handler: str, sources: Sequence[str | Path]) -> bytes:
@@ -71,19 +47,15 @@ def build_package(provider: str, handler: str, sources: Sequence[str | Path]) ->
     Raises
     ------
     InvalidConfig
-        No packager is known for ``provider``, or the packager refuses the handler or the
-        sources (bad ``module:function``, a missing file).
+        ``provider`` is not a provider this installation has (or its module cannot load),
+        or its builder refuses the handler or the sources (bad ``module:function``, a
+        missing file).
     """
     try:
-        builder = PACKAGE_BUILDERS[provider]
-    except KeyError:
-        known = ", ".join(sorted(PACKAGE_BUILDERS))
-        raise InvalidConfig(
-            f"no packager for provider {provider!r} yet (known: {known}); "
-            "deploy a prebuilt zip with the provider's own tools",
-            provider=provider,
-        ) from None
-    return builder(handler, [Path(source) for source in sources])
+        spec = provider_spec(provider)
+    except (UnknownProvider, MissingExtra) as error:
+        raise InvalidConfig(f"cannot package for it: {error}", provider=provider) from None
+    return spec.build_package(handler, sources=[Path(source) for source in sources])
 
 
 def executor_for(blueprint: Blueprint, job_id: int, provider: str | None = None) -> FaasExecutor:
@@ -119,7 +91,7 @@ def deploy(
     handler: str,
     *,
     sources: Sequence[str | Path] = (),
-    config: FaasConfig = DEFAULT_CONFIG,
+    config: FaasConfig | None = None,
     provider: str | None = None,
 ) -> FaasDeployment:
     """Package ``handler`` for the job's provider and deploy it (create or replace).
@@ -131,7 +103,10 @@ def deploy(
     sources:
         Files and folders shipped in the package; the handler's module must be among them.
     config:
-        Memory, timeout, environment, concurrency and keep-warm of the function.
+        Memory, timeout, environment, concurrency and keep-warm of the function; None
+        deploys the config the app gives the job (its settings file's ``[faas.jobs.<id>]``
+        fields, or ``configure_job``), so the function runs with the timeout the workers
+        size their deadlines by.
 
     Raises
     ------
@@ -142,7 +117,9 @@ def deploy(
     """
     executor = executor_for(blueprint, job_id, provider)
     package = build_package(executor.provider_name, handler, sources)
-    return executor.deploy_job(job_id, package, config)
+    return executor.deploy_job(
+        job_id, package, executor.job_config(job_id) if config is None else config
+    )
 
 
 def warm(

@@ -5,6 +5,9 @@ JSON file named by ``BLUEPRINT_FAAS_CONFIG``, over the defaults below. Unknown k
 refused in both places (a typo must not silently fall back to a default). Secrets never come
 from here except inside broker URLs, and those are redacted in every repr.
 
+The same file may also define the app (its ``[local]`` and ``[faas]`` tables, read by
+:mod:`dispatcher.app_config`); those tables are not knobs and are skipped here.
+
 With no broker configured the settings describe the *embedded* mode: kombu's filesystem
 transport and Celery's file result backend under ``data_dir``, so a single machine works with
 no server installed.
@@ -26,10 +29,13 @@ from dispatcher.errors import ConfigError
 from dispatcher.keys import METRICS_PORT_DEFAULT
 
 __all__ = [
+    "APP_SECTIONS",
     "CONFIG_ENV_VAR",
     "DEFAULT_DATA_DIR",
     "ENV_PREFIX",
     "Settings",
+    "config_file_path",
+    "read_config_file",
     "redact_url",
 ]
 
@@ -37,6 +43,8 @@ __all__ = [
 ENV_PREFIX = "BLUEPRINT_FAAS_"
 #: Names the optional config file; the only prefixed variable that is not a knob.
 CONFIG_ENV_VAR = f"{ENV_PREFIX}CONFIG"
+#: Tables of the config file that define the app (:mod:`dispatcher.app_config`), not knobs.
+APP_SECTIONS = ("local", "faas")
 #: Where the embedded mode keeps its queues and results when ``data_dir`` is not set.
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "blueprint-faas"
 
@@ -46,6 +54,8 @@ DEFAULT_RETRY_CAP_S = 30.0
 DEFAULT_TIME_LIMIT_MARGIN_S = 30.0
 DEFAULT_LOCAL_TIME_LIMIT_S = 300.0
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+DEFAULT_LIVENESS_TTL_S = 5.0
+DEFAULT_RESTORE_INTERVAL_S = 1.0
 DEFAULT_RESULT_EXPIRES_S = 86_400.0
 DEFAULT_MAX_IN_FLIGHT = 100
 DEFAULT_SOFT_SHUTDOWN_S = 10.0
@@ -126,6 +136,10 @@ class Settings(BaseModel):
     visibility_timeout_s: float = Field(DEFAULT_VISIBILITY_TIMEOUT_S, gt=0)
     #: How long stored results (and so the idempotency record) are kept.
     result_expires_s: float = Field(DEFAULT_RESULT_EXPIRES_S, gt=0)
+    #: A worker whose liveness key is this old is presumed dead, and its calls run again.
+    liveness_ttl_s: float = Field(DEFAULT_LIVENESS_TTL_S, ge=1)
+    #: How often each worker renews its liveness key and looks for dead workers' calls.
+    restore_interval_s: float = Field(DEFAULT_RESTORE_INTERVAL_S, gt=0)
     #: Calls the runner keeps published but not yet answered (backpressure).
     max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1)
     #: Seconds a stopping worker keeps finishing its running tasks.
@@ -192,13 +206,21 @@ class Settings(BaseModel):
     # -- constructors -------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: Path | None = None,
+        **overrides: Any,
+    ) -> Self:
         """Read ``BLUEPRINT_FAAS_*`` variables over the optional config file over defaults.
 
         Parameters
         ----------
         environ:
             The environment to read; ``os.environ`` when None.
+        config_file:
+            The config file to read instead of the one ``BLUEPRINT_FAAS_CONFIG`` names.
         overrides:
             Knobs set in code, above every other source.
 
@@ -209,9 +231,12 @@ class Settings(BaseModel):
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        config_path = environ.get(CONFIG_ENV_VAR)
-        if config_path:
-            values.update(_read_config_file(Path(config_path)))
+        config_path = config_file or config_file_path(environ)
+        if config_path is not None:
+            knobs = read_config_file(config_path)
+            values.update(
+                (name, value) for name, value in knobs.items() if name not in APP_SECTIONS
+            )
         values.update(_env_values(environ))
         values.update(overrides)
         unknown = sorted(set(values) - set(cls.model_fields))
@@ -329,6 +354,8 @@ class Settings(BaseModel):
             # a short visibility timeout would still wait ~100 s for redelivery.
             "unacked_restore_interval": restore_interval_s,
             "unacked_restore_throttle": 1,
+            "liveness_ttl_s": self.liveness_ttl_s,
+            "restore_interval_s": self.restore_interval_s,
             "socket_keepalive": True,
             "health_check_interval": 10,
             "retry_on_timeout": True,
@@ -377,7 +404,20 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def config_file_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file ``BLUEPRINT_FAAS_CONFIG`` names in ``environ`` (``os.environ``), if any."""
+    value = (os.environ if environ is None else environ).get(CONFIG_ENV_VAR)
+    return Path(value) if value else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The table a TOML file (or a JSON one, by its ``.json`` suffix) holds.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, does not parse, or holds something other than a table.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:

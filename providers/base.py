@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from providers.errors import FaasError, InvalidConfig, PayloadTooLarge
+from providers.limits import NO_LIMITS, ProviderLimits, json_request_size
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -164,14 +165,27 @@ class FaasExecutor(ABC):
     Constructors of subclasses do no network I/O; clients are created lazily, once per
     process, and released by :meth:`close`. Every method raises only
     :class:`~providers.errors.FaasError` subclasses for provider failures.
+
+    Parameters
+    ----------
+    limits:
+        What the provider accepts, checked before every deploy and invoke; the class's
+        :attr:`default_limits` when None.
     """
 
     provider_name: ClassVar[str]
-    #: The provider's documented cap on a synchronous request payload, checked before sending.
-    max_payload_bytes: ClassVar[int | None] = None
+    #: The provider's documented limits (:mod:`providers.limits`), unless an instance is
+    #: given its own.
+    default_limits: ClassVar[ProviderLimits] = NO_LIMITS
 
-    def __init__(self) -> None:
+    def __init__(self, *, limits: ProviderLimits | None = None) -> None:
         self._job_configs: dict[int, FaasConfig] = {}
+        self._limits = type(self).default_limits if limits is None else limits
+
+    @property
+    def limits(self) -> ProviderLimits:
+        """The limits this executor checks deploys and invokes against."""
+        return self._limits
 
     # -- configuration ------------------------------------------------------------------
 
@@ -200,7 +214,8 @@ class FaasExecutor(ABC):
         Raises
         ------
         PayloadTooLarge
-            ``payload`` is over the provider's cap; nothing was sent.
+            The request ``payload`` makes is over the provider's ``max_request_bytes``;
+            nothing was sent.
         FaasError
             Any provider failure, typed by what the caller should do next.
         """
@@ -208,7 +223,7 @@ class FaasExecutor(ABC):
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
         payload = bytes(payload)
-        self._check_payload_size(len(payload))
+        self._check_request_size(job_id, payload)
         started = time.perf_counter()
         try:
             reply = self._invoke(job_id, payload)
@@ -251,13 +266,16 @@ class FaasExecutor(ABC):
         Raises
         ------
         InvalidConfig
-            The package is empty or ``config`` asks for something the provider cannot do.
+            The package is empty or over the provider's size limit, or ``config`` breaks one
+            of the provider's :attr:`limits` (the message names the field, the value and the
+            limit); nothing was sent.
         FaasError
             Any control-plane failure.
         """
         check_job_id(job_id)
         if not package:
             raise InvalidConfig("the deployment package is empty", provider=self.provider_name)
+        self._check_config(config, len(package))
         deployment = self._deploy_job(job_id, bytes(package), config)
         self._job_configs[job_id] = config
         logger.info(
@@ -331,10 +349,33 @@ class FaasExecutor(ABC):
 
     # -- shared policy ----------------------------------------------------------------
 
-    def _check_payload_size(self, size_bytes: int) -> None:
-        cap = self.max_payload_bytes
-        if cap is not None and size_bytes > cap:
+    def _request_size(self, job_id: int, payload: bytes) -> int:
+        """Bytes of the request the provider receives for ``payload``.
+
+        By default the JSON request every generated entry point speaks; a provider that
+        encodes the payload otherwise overrides this.
+        """
+        return json_request_size(job_id, payload)
+
+    def _check_request_size(self, job_id: int, payload: bytes) -> None:
+        cap = self._limits.max_request_bytes
+        if cap is None:
+            return
+        size = self._request_size(job_id, payload)
+        if size > cap:
             raise PayloadTooLarge(
-                f"payload of {size_bytes} bytes is over the {cap}-byte limit",
+                f"a payload of {len(payload)} bytes makes a request of {size} bytes, over "
+                f"the {self.provider_name} limit of {cap} bytes (max_request_bytes)",
                 provider=self.provider_name,
+            )
+
+    def _check_config(self, config: FaasConfig, package_size_bytes: int) -> None:
+        violations = self._limits.violations(config)
+        too_large = self._limits.package_violation(package_size_bytes)
+        if too_large is not None:
+            violations.insert(0, too_large)
+        if violations:
+            problems = "; ".join(violation.message for violation in violations)
+            raise InvalidConfig(
+                f"{problems} ({self.provider_name} limits)", provider=self.provider_name
             )

@@ -4,6 +4,9 @@ It is a client of ``spec/custom-faas-platform-v1.md``: all six endpoints, any au
 client certificates, and explicit timeouts (the original client had none, called a non-contract
 invoke path and ignored ``success: false``). Packages come from
 :func:`providers.packaging.build_custom_package`.
+
+The provider ``custom`` (:data:`PROVIDER`): built from :class:`CustomOptions` by a settings
+file, or constructed in code.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, PlainValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
 from pydantic_core import to_json
 
 from providers._durations import to_seconds
@@ -53,13 +56,21 @@ from providers.errors import (
     FunctionError,
     InvalidConfig,
 )
+from providers.limits import ProviderLimits, limits_over
+from providers.options import ProviderOptions, Secret
+from providers.packaging import build_custom_package
+from providers.registry import ProviderSpec
 
 __all__ = [
     "CONFIG_HEADER",
     "DEFAULT_CONTROL_TIMEOUT_S",
     "DEFAULT_DEPLOY_TIMEOUT_S",
     "DEFAULT_INVOKE_MARGIN_S",
-    "MAX_PAYLOAD_BYTES",
+    "LIMITS",
+    "PROVIDER",
+    "AuthHeader",
+    "ClientCertFiles",
+    "CustomOptions",
     "HttpFaasExecutor",
 ]
 
@@ -70,10 +81,64 @@ DEFAULT_DEPLOY_TIMEOUT_S = 120.0
 # Added to the job's timeout_secs for the invoke read timeout, so the platform's own timeout
 # answer (with its error body) arrives before ours fires.
 DEFAULT_INVOKE_MARGIN_S = 10.0
-# The contract sets no invoke cap. Bytes travel as a JSON integer array, up to 4 characters
-# per byte ("255,"), so 10 MiB makes a request of at most ~40 MiB: under the reference
-# server's 64 MiB body limit, and a bounded amount of memory in a worker thread.
-MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+_MIB = 1024 * 1024
+#: What the reference server enforces by default (``providers/reference_server/_limits.py``
+#: and ``_models.py``; a test keeps the two equal). Another platform speaking the contract
+#: may differ: override fields with the ``limits`` option.
+LIMITS = ProviderLimits(
+    min_memory_mb=128,
+    max_memory_mb=10_240,
+    memory_step_mb=64,
+    max_timeout_secs=900,
+    max_package_bytes=50 * _MIB,
+    # The invoke body: bytes travel as a JSON integer array, up to 4 characters a byte.
+    max_request_bytes=64 * _MIB,
+    # What a bootstrap may write on stdout for one reply.
+    max_response_bytes=64 * _MIB,
+    max_concurrency=1_000,
+    max_env_vars=256,
+    max_env_value_chars=32_768,
+)
+
+
+class AuthHeader(ProviderOptions):
+    """One header sent with every request, e.g. ``Authorization: Bearer ...``; a secret."""
+
+    name: str = Field(min_length=1)
+    value: Secret
+
+
+class ClientCertFiles(ProviderOptions):
+    """A client certificate for mTLS; ``key_path`` may be omitted when the PEM holds both."""
+
+    cert_path: Path
+    key_path: Path | None = None
+
+
+class CustomOptions(ProviderOptions):
+    """The options of a ``custom`` executor: :class:`HttpFaasExecutor`'s arguments.
+
+    ``auth_header`` and ``headers`` values are secrets (``env:NAME`` reads ``$NAME``); they
+    never appear in a repr or an error.
+    """
+
+    base_url: str
+    function_prefix: str = Field(FUNCTION_NAME_PREFIX, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    auth_header: AuthHeader | None = None
+    headers: Mapping[str, Secret] = Field(default_factory=dict)
+    client_cert: ClientCertFiles | None = None
+    verify: bool | Path = True
+    connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0)
+    control_timeout_s: float = Field(DEFAULT_CONTROL_TIMEOUT_S, gt=0)
+    deploy_timeout_s: float = Field(DEFAULT_DEPLOY_TIMEOUT_S, gt=0)
+    invoke_margin_s: float = Field(DEFAULT_INVOKE_MARGIN_S, ge=0)
+    limits: Annotated[ProviderLimits, BeforeValidator(limits_over(LIMITS))] = LIMITS
+
+    @field_validator("base_url")
+    @classmethod
+    def _is_an_absolute_http_url(cls, value: str) -> str:
+        return _absolute_http_url(value)
+
 
 _API_PREFIX = "/api/functions"
 _BAD_REQUEST_ON_DEPLOY: Mapping[int, type[FaasError]] = {400: InvalidConfig}
@@ -110,6 +175,8 @@ class HttpFaasExecutor(FaasExecutor):
     verify:
         True for the system CA bundle, a CA bundle path for a private CA, False to skip TLS
         verification (tests only).
+    limits:
+        What the platform accepts; :data:`LIMITS` (the reference server's) when None.
     transport:
         Replaces the network transport (tests).
 
@@ -120,7 +187,7 @@ class HttpFaasExecutor(FaasExecutor):
     """
 
     provider_name: ClassVar[str] = "custom"
-    max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
+    default_limits: ClassVar[ProviderLimits] = LIMITS
 
     def __init__(
         self,
@@ -135,9 +202,10 @@ class HttpFaasExecutor(FaasExecutor):
         cert_path: str | Path | None = None,
         key_path: str | Path | None = None,
         verify: bool | str | Path = True,
+        limits: ProviderLimits | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(limits=limits)
         self._base_url = _absolute_http_url(base_url).rstrip("/")
         self._function_prefix = function_prefix
         self._connect_timeout_s = to_seconds(connect_timeout_s)
@@ -154,6 +222,27 @@ class HttpFaasExecutor(FaasExecutor):
             limits=DEFAULT_LIMITS,
         )
         self._http = PooledClient(settings, provider=self.provider_name, transport=transport)
+
+    @classmethod
+    def from_options(cls, options: CustomOptions) -> Self:
+        """The executor ``options`` describe (what a settings file's ``[faas]`` builds)."""
+        headers = {name: value.get_secret_value() for name, value in options.headers.items()}
+        if options.auth_header is not None:
+            headers[options.auth_header.name] = options.auth_header.value.get_secret_value()
+        cert = options.client_cert
+        return cls(
+            options.base_url,
+            control_timeout_s=options.control_timeout_s,
+            deploy_timeout_s=options.deploy_timeout_s,
+            connect_timeout_s=options.connect_timeout_s,
+            invoke_margin_s=options.invoke_margin_s,
+            function_prefix=options.function_prefix,
+            headers=headers,
+            cert_path=None if cert is None else cert.cert_path,
+            key_path=None if cert is None else cert.key_path,
+            verify=options.verify,
+            limits=options.limits,
+        )
 
     def __repr__(self) -> str:
         settings = self._http.settings
@@ -428,3 +517,13 @@ def _encode_config(config: FaasConfig) -> str:
     if config.max_concurrency is not None:
         fields["max_concurrency"] = config.max_concurrency
     return base64.b64encode(json.dumps(fields).encode("utf-8")).decode("ascii")
+
+
+#: The ``custom`` provider, found by :func:`providers.registry.provider_spec`.
+PROVIDER = ProviderSpec(
+    executor=HttpFaasExecutor,
+    options=CustomOptions,
+    create=HttpFaasExecutor.from_options,
+    build_package=build_custom_package,
+    price_list="custom",
+)

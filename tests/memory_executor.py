@@ -9,23 +9,32 @@ from __future__ import annotations
 from typing import ClassVar
 
 from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply, function_name
+from providers.limits import ProviderLimits
 
 
 class MemoryExecutor(FaasExecutor):
-    """Answers every invoke with the payload reversed and records what reached it."""
+    """Answers every invoke with the payload reversed and records what reached it.
+
+    Its requests are the payload itself (nothing is encoded), capped at 8 bytes.
+    """
 
     provider_name = "memory"
-    max_payload_bytes: ClassVar[int | None] = 8
+    default_limits: ClassVar[ProviderLimits] = ProviderLimits(max_request_bytes=8)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, limits: ProviderLimits | None = None) -> None:
+        super().__init__(limits=limits)
         self.invoked: list[tuple[int, bytes]] = []
+        self.deployed: list[int] = []
+
+    def _request_size(self, job_id: int, payload: bytes) -> int:
+        return len(payload)
 
     def _invoke(self, job_id: int, payload: bytes) -> InvokeReply:
         self.invoked.append((job_id, payload))
         return InvokeReply(body=payload[::-1], execution_ms=1.5, cold_start=False)
 
     def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
+        self.deployed.append(job_id)
         return FaasDeployment(
             function_id=function_name(job_id),
             job_id=job_id,

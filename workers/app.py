@@ -26,6 +26,7 @@ from kombu import Exchange, Queue
 from dispatcher.errors import ConfigError
 from dispatcher.keys import HEALTH_TASK, WARM_QUEUE, WARM_TASK, job_queue
 from workers import exporter, observe, redaction
+from workers._prefork import POOL_PATH
 from workers._results import BACKEND_PATH
 from workers.beat import beat_schedule
 from workers.tasks import register_tasks
@@ -104,6 +105,8 @@ def create_celery_app(
         worker_send_task_events=settings.send_events,
         task_send_sent_event=False,
         worker_disable_rate_limits=True,
+        # ``--pool prefork`` selects this one (workers._prefork); other pools are Celery's.
+        worker_pool=POOL_PATH,
     )
     register_tasks(app, blueprint, time_limits_s=time_limits_s)
     redaction.install()

@@ -15,6 +15,8 @@ from dispatcher.keys import WARM_QUEUE, job_queue
 from workers.app import create_beat_app, create_celery_app, served_job_ids
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from dispatcher.app import Blueprint
 
 __all__ = ["FLOWER_PORT_DEFAULT", "Pool", "run_beat", "run_flower", "run_worker"]
@@ -64,7 +66,7 @@ def run_worker(
         argv.append(f"--concurrency={concurrency}")
     if blueprint.settings.send_events:
         argv.append("--task-events")
-    app.worker_main(argv)
+    _run_celery_command(app, argv)
 
 
 def run_beat(blueprint: Blueprint, *, loglevel: str = "INFO") -> None:
@@ -78,7 +80,7 @@ def run_beat(blueprint: Blueprint, *, loglevel: str = "INFO") -> None:
         No Redis broker configured (the lock lives there).
     """
     app = create_beat_app(blueprint)
-    app.start(["beat", f"--loglevel={loglevel}"])
+    _run_celery_command(app, ["beat", f"--loglevel={loglevel}"])
 
 
 def run_flower(
@@ -112,4 +114,27 @@ def run_flower(
     if basic_auth:
         # Passed in-process, never on a command line another user could read.
         argv.append(f"--basic-auth={basic_auth}")
-    app.start(argv)
+    _run_celery_command(app, argv)
+
+
+def _run_celery_command(app: Celery, argv: list[str]) -> None:
+    """``celery ARGV`` for ``app``, exiting with the command's own non-zero status.
+
+    Celery's ``app.start`` (and ``worker_main``) runs the same click command but drops the
+    exit status click hands back: a worker that stopped on an unrecoverable error exited 0,
+    and a supervisor that restarts failed processes left it down.
+
+    Raises
+    ------
+    SystemExit
+        The command ended with a non-zero status.
+    """
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app  # what app.start does: the --app option's default
+    try:
+        exit_code = celery_command.main(args=argv, standalone_mode=False)
+    finally:
+        celery_command.params[0].default = None
+    if isinstance(exit_code, int) and exit_code:
+        raise SystemExit(exit_code)

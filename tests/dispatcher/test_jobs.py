@@ -41,6 +41,19 @@ def test_a_call_refuses_metadata_with_non_string_keys() -> None:
         JobCall(0, b"", {1: "x"})  # type: ignore[dict-item]
 
 
+@pytest.mark.parametrize(
+    "metadata", [{"when": {1, 2}}, {"ratio": float("nan")}, {"nested": {"raw": b"x"}}]
+)
+def test_a_call_refuses_metadata_that_is_not_json(metadata: dict[str, object]) -> None:
+    with pytest.raises(InvalidJobCall, match="JSON-serialisable"):
+        JobCall(1, b"", metadata=metadata)
+
+
+def test_a_call_keeps_nested_json_metadata() -> None:
+    call = JobCall(1, b"", metadata={"block": {"number": 7, "hashes": ["a", "b"]}, "ok": None})
+    assert JobCall.from_wire(call.to_wire()).metadata == call.metadata
+
+
 def test_metadata_cannot_be_changed_after_construction() -> None:
     source = {"block": 7}
     call = JobCall(0, b"", source)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,11 @@ from dispatcher import Blueprint, NotAFaasJob, ProviderMismatch, Router, Setting
 from dispatcher.cost import compare, percentile, summarise
 from dispatcher.keys import EXECUTE_TASK, job_queue
 from dispatcher.operations import (
-    PACKAGE_BUILDERS,
     build_package,
     deploy,
     executor_for,
     faas_config,
     parse_env_pairs,
-    register_package_builder,
 )
 from dispatcher.status import queue_lengths, workers_by_queue
 from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply
@@ -30,9 +29,9 @@ HANDLER_SOURCE = Path(__file__).with_name("_ops_handler.py")
 
 
 class RecordingExecutor(FaasExecutor):
-    """An executor of a made-up provider that keeps what it was asked to deploy."""
+    """An executor under the custom provider's name that keeps what it was asked to deploy."""
 
-    provider_name = "recording"
+    provider_name = "custom"
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,46 +59,45 @@ class RecordingExecutor(FaasExecutor):
         self.packages.pop(job_id, None)
 
 
-@pytest.fixture
-def recording_packager() -> Iterator[list[tuple[str, list[Path]]]]:
-    calls: list[tuple[str, list[Path]]] = []
-
-    def build(handler: str, sources: Sequence[Path]) -> bytes:
-        calls.append((handler, list(sources)))
-        return b"PK-recording"
-
-    register_package_builder("recording", build)
-    yield calls
-    del PACKAGE_BUILDERS["recording"]
-
-
 def _blueprint(executor: FaasExecutor) -> Blueprint:
     router = Router()
     router.add(0, lambda args: args)
     return Blueprint(router=router).with_faas_executor(5, executor)
 
 
-def test_deploy_packages_with_the_packager_of_the_executors_provider(
-    recording_packager: list[tuple[str, list[Path]]],
-) -> None:
+def test_deploy_packages_with_the_builder_of_the_executors_provider() -> None:
     executor = RecordingExecutor()
     config = faas_config(memory_mb=256, timeout_s=9, env_vars={"A": "1"}, keep_warm=True)
 
-    deployment = deploy(_blueprint(executor), 5, "mod:fn", sources=[HANDLER_SOURCE], config=config)
+    deployment = deploy(
+        _blueprint(executor), 5, "_ops_handler:reverse", sources=[HANDLER_SOURCE], config=config
+    )
 
-    assert recording_packager == [("mod:fn", [HANDLER_SOURCE])]
-    assert executor.packages == {5: b"PK-recording"}
+    # The custom provider's builder: its bootstrap, the handler core and the source.
+    with zipfile.ZipFile(io.BytesIO(executor.packages[5])) as package:
+        assert sorted(package.namelist()) == [
+            "_blueprint_handler.py",
+            "_ops_handler.py",
+            "bootstrap",
+        ]
+        assert "_ops_handler:reverse" in package.read("bootstrap").decode()
     assert (deployment.memory_mb, deployment.timeout_secs) == (256, 9)
     assert executor.job_config(5) == config
 
 
-def test_the_custom_provider_gets_a_custom_contract_zip() -> None:
-    package = build_package("custom", "_ops_handler:reverse", [HANDLER_SOURCE])
-    assert package.startswith(b"PK")
+def test_deploy_without_a_config_deploys_the_one_the_app_gives_the_job() -> None:
+    executor = RecordingExecutor()
+    configured = FaasConfig(memory_mb=320, timeout_secs=12)
+    executor.configure_job(5, configured)
+
+    deployment = deploy(_blueprint(executor), 5, "_ops_handler:reverse", sources=[HANDLER_SOURCE])
+
+    assert (deployment.memory_mb, deployment.timeout_secs) == (320, 12)
+    assert executor.job_config(5) == configured
 
 
-def test_a_provider_without_a_packager_is_an_invalid_config() -> None:
-    with pytest.raises(InvalidConfig, match="no packager for provider 'aws' yet"):
+def test_a_provider_this_installation_does_not_have_is_an_invalid_config() -> None:
+    with pytest.raises(InvalidConfig, match="unknown provider 'aws' \\(known: custom\\)"):
         build_package("aws", "mod:fn", [HANDLER_SOURCE])
 
 
@@ -107,14 +105,14 @@ def test_executor_for_refuses_unknown_local_and_mismatched_jobs() -> None:
     executor = RecordingExecutor()
     blueprint = _blueprint(executor)
     assert executor_for(blueprint, 5) is executor
-    assert executor_for(blueprint, 5, "recording") is executor
+    assert executor_for(blueprint, 5, "custom") is executor
     with pytest.raises(UnknownJob):
         executor_for(blueprint, 6)
     with pytest.raises(NotAFaasJob):
         executor_for(blueprint, 0)
     with pytest.raises(ProviderMismatch) as caught:
         executor_for(blueprint, 5, "gcp")
-    assert (caught.value.expected, caught.value.given) == ("recording", "gcp")
+    assert (caught.value.expected, caught.value.given) == ("custom", "gcp")
 
 
 def test_env_pairs_split_at_the_first_equals_sign() -> None:

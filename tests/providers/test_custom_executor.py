@@ -15,7 +15,7 @@ import pytest
 import respx
 
 from providers.base import FaasConfig
-from providers.custom import CONFIG_HEADER, MAX_PAYLOAD_BYTES, HttpFaasExecutor
+from providers.custom import CONFIG_HEADER, LIMITS, HttpFaasExecutor
 from providers.errors import (
     AlreadyDeployed,
     AuthError,
@@ -231,8 +231,10 @@ def test_a_payload_over_the_cap_is_refused_before_sending(
 ) -> None:
     route = api.post(INVOKE).respond(200, json=_ok_reply())
 
-    with pytest.raises(PayloadTooLarge):
-        executor.invoke(7, bytes(MAX_PAYLOAD_BYTES + 1))
+    # 255 takes 4 characters with its comma: a quarter of the cap in bytes is over it.
+    assert LIMITS.max_request_bytes is not None
+    with pytest.raises(PayloadTooLarge, match="max_request_bytes"):
+        executor.invoke(7, bytes([255]) * (LIMITS.max_request_bytes // 4))
 
     assert not route.called
 
@@ -512,7 +514,7 @@ def test_a_refused_deploy_config_is_invalid_config(
     api.put(FUNCTION).respond(400, json={"error": "bad memory", "code": "INVALID_CONFIG"})
 
     with pytest.raises(InvalidConfig) as caught:
-        executor.deploy_job(7, PACKAGE, FaasConfig(memory_mb=100))
+        executor.deploy_job(7, PACKAGE, FaasConfig(memory_mb=256))
 
     assert "[INVALID_CONFIG] bad memory" in caught.value.message
 

@@ -262,8 +262,10 @@ def test_a_redeploy_replaces_the_function(
 def test_a_config_the_platform_refuses_is_invalid_config(
     executor: HttpFaasExecutor, package_for: Callable[[str], bytes]
 ) -> None:
+    # Within our limits (which would refuse memory_mb=100 before sending): the platform
+    # itself refuses a NUL in an environment value.
     with pytest.raises(InvalidConfig):
-        executor.deploy_job(12, package_for("double"), FaasConfig(memory_mb=100))
+        executor.deploy_job(12, package_for("double"), FaasConfig(env_vars={"A": "x\0y"}))
 
 
 def test_a_shell_bootstrap_answering_a_string_result_is_decoded(

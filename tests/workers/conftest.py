@@ -208,6 +208,10 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def is_ready(self) -> bool:
+        """True once the worker consumes its queues."""
+        return WORKER_READY in self.output()
+
 
 StartWorker = Callable[..., WorkerProcess]
 
@@ -215,10 +219,13 @@ StartWorker = Callable[..., WorkerProcess]
 WORKER_READY = " ready."
 
 
-def spawn_cli(args: list[str], env: dict[str, str], log: Path, *, ready: str) -> WorkerProcess:
+def spawn_cli(
+    args: list[str], env: dict[str, str], log: Path, *, ready: str | None
+) -> WorkerProcess:
     """Start ``blueprint-faas ARGS`` in its own process group, its output in ``log``.
 
-    Returns once ``ready`` appears in the log; fails the test if the process exits first.
+    Returns once ``ready`` appears in the log (at once when ``ready`` is None); fails the
+    test if the process exits first.
     """
     command = [sys.executable, "-m", "dispatcher", *args]
     with log.open("wb") as sink:
@@ -231,6 +238,8 @@ def spawn_cli(args: list[str], env: dict[str, str], log: Path, *, ready: str) ->
             start_new_session=True,
         )
     started = WorkerProcess(process, log)
+    if ready is None:
+        return started
     wait_until(
         lambda: ready in started.output() or process.poll() is not None,
         START_TIMEOUT_S,
@@ -259,6 +268,8 @@ def start_worker(
         jobs: str | None = None,
         worker_settings: Settings | None = None,
         app: str = "tests.workers.apps",
+        extra_env: dict[str, str] | None = None,
+        wait_ready: bool = True,
     ) -> WorkerProcess:
         log = tmp_path / f"worker-{next(counter)}.log"
         env = {
@@ -268,12 +279,13 @@ def start_worker(
             apps.FAAS_URL_ENV: reference_server,
             apps.FLAKY_URL_ENV: flaky_function.url,
             apps.COUNTER_REDIS_ENV: redis_server.url(0),
+            **(extra_env or {}),
         }
         args = ["worker", "--app", app, "--pool", pool]
         args += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
         if jobs is not None:
             args += ["--jobs", jobs]
-        worker = spawn_cli(args, env, log, ready=WORKER_READY)
+        worker = spawn_cli(args, env, log, ready=WORKER_READY if wait_ready else None)
         started.append(worker)
         return worker
 

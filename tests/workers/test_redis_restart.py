@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,45 @@ def test_workers_and_runner_survive_a_redis_restart_and_every_call_completes(
     assert not thread.is_alive(), f"{len(results)} of {len(calls)} results after the restart"
     assert sorted(r.call_id for r in results) == sorted(c.call_id for c in calls)
     assert all(r.ok for r in results)
+
+
+def test_thirty_runs_through_two_redis_restarts_each_answer_every_call_exactly_once(
+    restartable_redis: RedisServer,
+    blueprint: Blueprint,
+    start_worker: StartWorker,
+    counters: redis.Redis,
+) -> None:
+    settings = Settings.from_redis_url(restartable_redis.url(0), **FAST_KNOBS)
+    blueprint.with_settings(settings)
+    workers = [
+        start_worker(pool="threads", concurrency=4, jobs="4", worker_settings=settings),
+        start_worker(pool="prefork", concurrency=2, jobs="4", worker_settings=settings),
+    ]
+    for round_number in range(30):
+        calls = [JobCall(4, (50).to_bytes(4, "big"), metadata={"round": round_number})]
+        calls += [JobCall(4, (50).to_bytes(4, "big")) for _ in range(19)]
+        results: list[JobResult] = []
+        runner = (
+            BlueprintRunner.builder(settings)
+            .app(blueprint)
+            .producer(calls)
+            .consumer(results.append)
+            .max_in_flight(8)
+        )
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        for answered in (3, 10):
+            wait_until(_has_at_least(results, answered), what=f"{answered} results")
+            restartable_redis.stop()
+            time.sleep(1)  # the outage itself: Redis stays down for a second
+            restartable_redis.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), f"round {round_number}: {len(results)} of 20 answered"
+        assert Counter(r.call_id for r in results) == Counter(c.call_id for c in calls)
+        assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+        for worker in workers:
+            assert worker.process.poll() is None, f"round {round_number}:\n{worker.output()}"
+
+
+def _has_at_least(results: list[JobResult], count: int) -> Callable[[], bool]:
+    return lambda: len(results) >= count
