@@ -13,7 +13,7 @@ own process, answering the Custom FaaS contract's invoke endpoint after sleeping
 
 For each concurrency a worker with that pool and concurrency is started; the runner's
 ``max_in_flight`` is twice the concurrency (so the runner is not the bound), and the worker's
-HTTP pool is ``providers._http.DEFAULT_LIMITS`` (its connection cap is printed: above it the
+HTTP pool is ``providers._pool.DEFAULT_LIMITS`` (its connection cap is printed: above it the
 pool, not the worker, is the bound).
 
 The same run measures two baselines, interleaved with our worker round by round:
@@ -67,7 +67,7 @@ from _support import (
 )
 
 from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings
-from providers._http import DEFAULT_LIMITS
+from providers._pool import DEFAULT_LIMITS
 from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
 

@@ -1,33 +1,38 @@
-"""The HTTP helper every HTTP-based provider shares: one client pool, one error mapping.
+"""What an HTTP answer means: the one table from status to error kind, and error bodies read.
 
-A provider module builds one :class:`PooledClient` per executor from an :class:`HttpSettings`
-and sends every request through :meth:`PooledClient.request`, which checks a client out of the
-pool, sends the request on it and turns httpx exceptions into
-:class:`~providers.errors.FaasError`. It then hands each response to :func:`raise_for_status`,
-the one table from HTTP status to error kind. Both keep the httpx original as ``__cause__``.
+Every HTTP-based provider hands each response to :func:`raise_for_status`, and wraps each send
+in :func:`map_transport_errors` (:class:`providers._pool.PooledClient` does), so httpx errors
+and HTTP statuses are translated once, at the boundary, with the httpx original as
+``__cause__``. A provider adapts it in two ways, without a table of its own:
+
+- ``error_body``: a reader for its platform's error body. The custom contract and OpenWhisk
+  send ``{"error": "...", "code": "..."}`` (:func:`read_flat_error`, the default); Google APIs
+  ``{"error": {"code": 404, "message", "status": "NOT_FOUND"}}`` and Azure Resource Manager
+  ``{"error": {"code": "ResourceNotFound", "message"}}`` (:func:`read_nested_error`).
+- ``overrides``: what a status means for one call. A deploy maps 400 to InvalidConfig; ARM
+  answers 409 when another operation on the resource is in progress, which is worth retrying
+  (``{409: StatusRule(InfrastructureError, retryable=True)}``), not "already deployed".
 
 Error messages are built from the method, the URL without its query string (Azure puts
-function keys there) and the response's contract body ``{"error", "code"}``. They never contain
-request headers, and any request header value that shows up in a response body is redacted, so
-a proxy echoing ``Authorization`` back cannot leak it into a log. A provider that builds a
-message from a response itself passes it through :func:`response_message` for the same reason.
+function keys there) and what the error body says. They never contain request headers, and any
+request header value that shows up in a response body is redacted, so a proxy echoing
+``Authorization`` back cannot leak it into a log. A provider that builds a message from a
+response itself passes it through :func:`response_message` for the same reason.
 """
 
 from __future__ import annotations
 
 import email.utils
-import ssl
-import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Self
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from providers._replies import OptionalText
 from providers.errors import (
     AlreadyDeployed,
     AuthError,
@@ -43,43 +48,24 @@ from providers.errors import (
 )
 
 __all__ = [
-    "DEFAULT_CONNECT_TIMEOUT_S",
-    "DEFAULT_LIMITS",
-    "DEFAULT_POOL_TIMEOUT_S",
-    "DEFAULT_READ_TIMEOUT_S",
-    "DEFAULT_TIMEOUT",
-    "DEFAULT_WRITE_TIMEOUT_S",
     "MAX_ERROR_MESSAGE_CHARS",
     "STATUS_ERRORS",
-    "ClientCert",
-    "HttpSettings",
-    "PooledClient",
+    "ErrorBodyReader",
+    "ErrorDetail",
     "StatusOverrides",
+    "StatusRule",
     "error_for_response",
     "map_transport_errors",
     "parse_retry_after",
     "raise_for_status",
+    "read_flat_error",
+    "read_nested_error",
     "response_message",
-    "to_seconds",
+    "safe_url",
     "truncate_message",
 ]
 
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-DEFAULT_READ_TIMEOUT_S = 30.0
-DEFAULT_WRITE_TIMEOUT_S = 30.0
-DEFAULT_POOL_TIMEOUT_S = 10.0
-DEFAULT_TIMEOUT = httpx.Timeout(
-    connect=DEFAULT_CONNECT_TIMEOUT_S,
-    read=DEFAULT_READ_TIMEOUT_S,
-    write=DEFAULT_WRITE_TIMEOUT_S,
-    pool=DEFAULT_POOL_TIMEOUT_S,
-)
-# The contract asks a platform for at least 100 concurrent invocations; one executor is shared
-# by every thread of a worker process, so its pool must not be the narrower pipe.
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 MAX_ERROR_MESSAGE_CHARS = 300
-
-StatusOverrides = Mapping[int, type[FaasError]]
 
 #: HTTP status → error kind. Statuses not listed: other 5xx are retryable
 #: InfrastructureError, anything else non-retryable InfrastructureError.
@@ -97,6 +83,38 @@ STATUS_ERRORS: Mapping[int, type[FaasError]] = {
     503: Throttled,
     504: FaasTimeout,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    """What one status means for one call, when the error kind alone does not say it.
+
+    Parameters
+    ----------
+    error_type:
+        The kind raised.
+    retryable:
+        Overrides the kind's default. An explicitly retryable rule also carries the response's
+        ``Retry-After`` (ARM sends one with "operation in progress"), as throttling does.
+    """
+
+    error_type: type[FaasError]
+    retryable: bool | None = None
+
+
+StatusOverrides = Mapping[int, type[FaasError] | StatusRule]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """What an error body says: the platform's machine code and its human message."""
+
+    code: str | None = None
+    message: str | None = None
+
+
+#: Reads a decoded JSON error body; None when the body is not of its shape or says nothing.
+ErrorBodyReader = Callable[[Any], ErrorDetail | None]
 
 # First match wins, so subclasses come before their bases (TimeoutException is a
 # TransportError, UnsupportedProtocol and DecodingError are RequestErrors).
@@ -124,18 +142,53 @@ _MIN_REDACTED_CHARS = 4
 _REDACTED = "[redacted]"
 
 
-def to_seconds(value: float | timedelta) -> float:
-    """Convert a duration given as seconds or a timedelta to seconds, once, at the edge.
+class _FlatError(BaseModel):
+    """``{"error": "...", "code": "...", "details": ...}``: the custom contract, OpenWhisk."""
 
-    Raises
-    ------
-    ValueError
-        ``value`` is negative.
+    model_config = ConfigDict(frozen=True)
+
+    error: OptionalText = None
+    code: OptionalText = None
+
+
+class _Status(BaseModel):
+    """The object under ``error``: ``google.rpc.Status`` or an ARM ``ErrorDetail``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Google's ``code`` is the HTTP status again, as a number (read as absent here), and its
+    # name is ``status``; ARM's ``code`` is the name ("ResourceNotFound").
+    code: OptionalText = None
+    message: OptionalText = None
+    status: OptionalText = None
+
+
+class _NestedError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    error: _Status
+
+
+def read_flat_error(body: Any) -> ErrorDetail | None:
+    """Read the custom contract's (and OpenWhisk's) ``{"error": "...", "code": "..."}``."""
+    try:
+        parsed = _FlatError.model_validate(body)
+    except ValidationError:
+        return None
+    return _detail_or_none(parsed.code, parsed.error)
+
+
+def read_nested_error(body: Any) -> ErrorDetail | None:
+    """Read Google's ``{"error": {code, message, status}}`` or ARM's ``{"error": {code, message}}``.
+
+    The code is Google's ``status`` name (``NOT_FOUND``) or ARM's ``code`` name; Google's
+    numeric ``code`` is the HTTP status again and adds nothing.
     """
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {seconds} s")
-    return seconds
+    try:
+        status = _NestedError.model_validate(body).error
+    except ValidationError:
+        return None
+    return _detail_or_none(status.status or status.code, status.message)
 
 
 def truncate_message(text: str) -> str:
@@ -154,288 +207,16 @@ def response_message(response: httpx.Response, text: str) -> str:
     return truncate_message(_redact(text, response.request.headers))
 
 
-@dataclass(frozen=True, slots=True)
-class ClientCert:
-    """A client certificate for mTLS: a PEM certificate and its key (or both in one file)."""
+def safe_url(url: str | httpx.URL) -> str:
+    """``url`` without its query string, fragment and user info, fit for a message.
 
-    cert_path: Path
-    key_path: Path | None = None
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """Everything the pooled clients are built from, as one comparable value.
-
-    ``headers`` may carry credentials, so the repr lists header names only.
-
-    Parameters
-    ----------
-    base_url:
-        Prefix of every relative request URL.
-    timeout:
-        Default timeouts; a request may pass its own (an invoke reads for as long as the job's
-        function may run).
-    headers:
-        Sent with every request.
-    client_cert:
-        Presented to servers that ask for one (mTLS).
-    verify:
-        True for the system's CA bundle, False to skip verification (tests only), or the path
-        of a CA bundle that signs the platform's certificate.
-    limits:
-        How many connections may be open at once and how many may stay open idle.
+    Query strings carry keys on some platforms (Azure's ``?code=``), user info passwords.
     """
-
-    base_url: str = ""
-    # httpx's config objects define __eq__ without __hash__, which dataclasses take for
-    # mutability; they are never mutated, so sharing the module defaults is safe.
-    timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    client_cert: ClientCert | None = None
-    verify: bool | Path = True
-    limits: httpx.Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-
-    def __repr__(self) -> str:
-        return (
-            f"HttpSettings(base_url={self.base_url!r}, timeout={self.timeout!r}, "
-            f"header_names={sorted(self.headers)!r}, client_cert={self.client_cert!r}, "
-            f"verify={self.verify!r})"
-        )
-
-    def with_header(self, name: str, value: str) -> Self:
-        """A copy that also sends ``name: value``, replacing a header of the same name."""
-        kept = {key: text for key, text in self.headers.items() if key.lower() != name.lower()}
-        return replace(self, headers={**kept, name: value})
-
-
-class PooledClient:
-    """A pool of single-connection :class:`httpx.Client` objects, one pool per executor.
-
-    Each request checks out an idle client, the most recently returned one (its connection is
-    the likeliest to still be open), or builds one, and gives it back once the response is
-    read; httpx does all the HTTP. One shared client with a 100-connection pool would be
-    simpler, but httpcore walks every connection of its pool on each request and each response
-    close, polling each idle socket (``is_socket_readable``), and gevent emulates that poll:
-    with about 50 requests in flight the walk took 12 % of a gevent worker's CPU. Measured with
-    50 concurrent callers and a local 100 ms function, CPU per call fell from 1.50 to 1.07 ms
-    with threads and from 1.53 to 1.27 ms with gevent.
-
-    ``settings.limits`` keeps httpx's meaning: at most ``max_connections`` clients exist at
-    once, a request that finds none idle and the cap reached waits up to the pool timeout, and
-    at most ``max_keepalive_connections`` idle clients are kept.
-
-    Constructors of executors must do no I/O, and loading a client certificate reads files, so
-    clients are built by requests, outside the lock, from one TLS context per settings value.
-    The lock is a :mod:`threading` one: Celery's thread pools share one executor, and gevent's
-    monkey-patching makes the same code serve greenlets.
-
-    Parameters
-    ----------
-    settings:
-        What the clients are built from.
-    provider:
-        ``provider_name`` put on every error raised.
-    transport:
-        Replaces the network transport (tests, or a custom one). Every client shares it and
-        none closes it: it stays the caller's to close.
-    """
-
-    def __init__(
-        self,
-        settings: HttpSettings,
-        *,
-        provider: str,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self._provider = provider
-        self._transport = None if transport is None else _SharedTransport(transport)
-        self._generation = _Generation(settings, provider)
-        self._lock = threading.Lock()
-        # Notified whenever a client goes idle or one fewer exists.
-        self._returned = threading.Condition(self._lock)
-        self._idle: list[httpx.Client] = []
-        # Clients built, being built or in flight, of every generation, until closed.
-        self._open = 0
-
-    def __repr__(self) -> str:
-        return f"PooledClient({self.settings!r}, provider={self._provider!r})"
-
-    @property
-    def settings(self) -> HttpSettings:
-        """The settings the next client is built from."""
-        return self._generation.settings
-
-    def configure(self, settings: HttpSettings) -> None:
-        """Use ``settings`` from now on; clients are rebuilt lazily.
-
-        Idle clients are closed now, those in flight when their request ends, so a request in
-        flight finishes on the settings it started with.
-        """
-        self._reset(settings)
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        timeout: httpx.Timeout | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """Send one request and return its response, read in full, whatever its status.
-
-        Parameters
-        ----------
-        timeout:
-            Replaces the settings' timeout for this request; its ``pool`` part bounds the wait
-            for a client when ``max_connections`` are busy.
-        kwargs:
-            Passed to :meth:`httpx.Client.request` (``content``, ``headers``, ``params``).
-
-        Raises
-        ------
-        FaasError
-            A transport failure, mapped by :func:`map_transport_errors`; no client free within
-            the pool timeout is an ``httpx.PoolTimeout`` mapped the same way.
-        InvalidConfig
-            The client certificate or CA bundle cannot be loaded.
-        """
-        request_timeout = self.settings.timeout if timeout is None else timeout
-        with map_transport_errors(self._provider, method, url):
-            client, generation = self._checkout(request_timeout.pool)
-            try:
-                return client.request(method, url, timeout=request_timeout, **kwargs)
-            finally:
-                # httpx already dropped a connection that failed, so the client is reusable.
-                self._give_back(client, generation)
-
-    def close(self) -> None:
-        """Close the idle clients now, the busy ones when they come back; requests go on."""
-        self._reset(None)
-
-    def _reset(self, settings: HttpSettings | None) -> None:
-        # Start a new generation, from `settings` or (None) the current ones read under the
-        # lock, so a close cannot undo a configure that runs at the same time.
-        with self._lock:
-            current = self._generation.settings if settings is None else settings
-            self._generation = _Generation(current, self._provider)
-            stale, self._idle = self._idle, []
-            self._open -= len(stale)
-            # The new limits may let waiting requests build.
-            self._returned.notify_all()
-        for client in stale:
-            client.close()
-
-    def _checkout(self, pool_timeout_s: float | None) -> tuple[httpx.Client, _Generation]:
-        deadline = None if pool_timeout_s is None else time.monotonic() + pool_timeout_s
-        with self._lock:
-            while not self._idle and not self._has_room():
-                remaining_s = None if deadline is None else deadline - time.monotonic()
-                if remaining_s is not None and remaining_s <= 0:
-                    raise httpx.PoolTimeout(f"no connection free within {pool_timeout_s} s")
-                self._returned.wait(remaining_s)
-            generation = self._generation
-            if self._idle:
-                return self._idle.pop(), generation
-            self._open += 1
-        try:
-            return self._build(generation), generation
-        except BaseException:
-            with self._lock:
-                self._open -= 1
-                self._returned.notify()
-            raise
-
-    def _has_room(self) -> bool:
-        cap = self._generation.settings.limits.max_connections
-        return cap is None or self._open < cap
-
-    def _give_back(self, client: httpx.Client, generation: _Generation) -> None:
-        with self._lock:
-            keepalive = generation.settings.limits.max_keepalive_connections
-            keep = generation is self._generation and (
-                keepalive is None or len(self._idle) < keepalive
-            )
-            if keep:
-                self._idle.append(client)
-            else:
-                self._open -= 1
-            self._returned.notify()
-        if not keep:
-            client.close()
-
-    def _build(self, generation: _Generation) -> httpx.Client:
-        settings = generation.settings
-        return httpx.Client(
-            base_url=settings.base_url,
-            headers=dict(settings.headers),
-            timeout=settings.timeout,
-            limits=httpx.Limits(
-                max_connections=1,
-                max_keepalive_connections=1,
-                keepalive_expiry=settings.limits.keepalive_expiry,
-            ),
-            verify=generation.ssl_context(),
-            transport=self._transport,
-        )
-
-
-class _Generation:
-    """One settings value of a :class:`PooledClient`, and the TLS context all its clients share.
-
-    httpx builds an SSL context per client (milliseconds, and a CA bundle read), too much for a
-    pool that builds many; this builds it once, on first use.
-    """
-
-    def __init__(self, settings: HttpSettings, provider: str) -> None:
-        self.settings = settings
-        self._provider = provider
-        self._context: ssl.SSLContext | None = None
-        # Apart from the pool's lock, so a request that finds an idle client never waits here.
-        self._lock = threading.Lock()
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """The context, loaded on the first call.
-
-        Raises
-        ------
-        InvalidConfig
-            The client certificate or CA bundle cannot be loaded; the next call tries again.
-        """
-        with self._lock:
-            if self._context is None:
-                self._context = _ssl_context(self.settings, self._provider)
-            return self._context
-
-
-class _SharedTransport(httpx.BaseTransport):
-    """An injected transport lent to every client: closing one client must not close it."""
-
-    def __init__(self, transport: httpx.BaseTransport) -> None:
-        self._transport = transport
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._transport.handle_request(request)
-
-
-def _ssl_context(settings: HttpSettings, provider: str) -> ssl.SSLContext:
-    # httpx 0.28 deprecates `cert=` and string `verify=`; an SSLContext is the supported way.
     try:
-        if isinstance(settings.verify, Path):
-            context = ssl.create_default_context(cafile=str(settings.verify))
-        else:
-            # What httpx.Client(verify=bool) builds, so the system bundle is found the same way.
-            context = httpx.create_ssl_context(verify=settings.verify)
-        if settings.client_cert is not None:
-            cert = settings.client_cert
-            context.load_cert_chain(
-                str(cert.cert_path), None if cert.key_path is None else str(cert.key_path)
-            )
-    except (OSError, ssl.SSLError) as error:
-        raise InvalidConfig(
-            f"cannot load TLS material ({type(error).__name__}: {error.strerror or error})",
-            provider=provider,
-        ) from error
-    return context
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid url>"
+    return str(parsed.copy_with(query=None, fragment=None, username=None, password=None))
 
 
 @contextmanager
@@ -455,7 +236,7 @@ def map_transport_errors(provider: str, method: str, url: str | httpx.URL) -> It
         yield
     except (httpx.RequestError, httpx.InvalidURL) as error:
         error_type = next(kind for base, kind in _TRANSPORT_ERRORS if isinstance(error, base))
-        where = f"{method} {_safe_url(url)}"
+        where = f"{method} {safe_url(url)}"
         message = f"{where}: {type(error).__name__}: {error}" if str(error) else where
         raise error_type(truncate_message(message), provider=provider) from error
 
@@ -465,14 +246,17 @@ def raise_for_status(
     *,
     provider: str,
     overrides: StatusOverrides | None = None,
+    error_body: ErrorBodyReader = read_flat_error,
 ) -> None:
     """Return if ``response`` is a 2xx; raise the FaasError its status maps to otherwise.
 
     Parameters
     ----------
     overrides:
-        Status → error kind for this call only, taking precedence over :data:`STATUS_ERRORS`
-        (a deploy maps 400 to InvalidConfig).
+        Status → error kind (or :class:`StatusRule`) for this call only, taking precedence
+        over :data:`STATUS_ERRORS` (a deploy maps 400 to InvalidConfig).
+    error_body:
+        Reads the platform's error body for the message.
 
     Raises
     ------
@@ -481,7 +265,9 @@ def raise_for_status(
     """
     if response.is_success:
         return
-    error = error_for_response(response, provider=provider, overrides=overrides)
+    error = error_for_response(
+        response, provider=provider, overrides=overrides, error_body=error_body
+    )
     cause = httpx.HTTPStatusError(
         f"HTTP {response.status_code}", request=response.request, response=response
     )
@@ -493,21 +279,26 @@ def error_for_response(
     *,
     provider: str,
     overrides: StatusOverrides | None = None,
+    error_body: ErrorBodyReader = read_flat_error,
 ) -> FaasError:
     """Build (not raise) the FaasError for a non-2xx ``response``.
 
-    Throttling errors carry the parsed ``Retry-After``; 5xx statuses not in the table are
-    retryable InfrastructureError, every other unlisted status a non-retryable one.
+    Throttling errors, and those of an explicitly retryable :class:`StatusRule`, carry the
+    parsed ``Retry-After``; 5xx statuses not in the table are retryable InfrastructureError,
+    every other unlisted status a non-retryable one.
     """
     status = response.status_code
-    error_type = (overrides or {}).get(status) or STATUS_ERRORS.get(status, InfrastructureError)
+    rule = _rule_for(status, overrides)
+    retryable = rule.retryable
+    if retryable is None and rule.error_type is InfrastructureError:
+        retryable = status >= 500
+    honours_retry_after = rule.error_type is Throttled or rule.retryable is True
     retry_after_s = parse_retry_after(response.headers.get("retry-after"))
-    retryable = status >= 500 if error_type is InfrastructureError else None
-    return error_type(
-        _status_message(response),
+    return rule.error_type(
+        _status_message(response, error_body),
         provider=provider,
         status=status,
-        retry_after_s=retry_after_s if error_type is Throttled else None,
+        retry_after_s=retry_after_s if honours_retry_after else None,
         retryable=retryable,
     )
 
@@ -533,35 +324,35 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - reference).total_seconds())
 
 
-def _status_message(response: httpx.Response) -> str:
+def _rule_for(status: int, overrides: StatusOverrides | None) -> StatusRule:
+    chosen = (overrides or {}).get(status) or STATUS_ERRORS.get(status, InfrastructureError)
+    return chosen if isinstance(chosen, StatusRule) else StatusRule(chosen)
+
+
+def _status_message(response: httpx.Response, error_body: ErrorBodyReader) -> str:
     request = response.request
-    where = f"{request.method} {_safe_url(request.url)}"
-    detail = _body_detail(response)
+    where = f"{request.method} {safe_url(request.url)}"
+    detail = _body_detail(response, error_body)
     message = f"{where}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
     return response_message(response, message)
 
 
-def _body_detail(response: httpx.Response) -> str:
-    # The contract's error body is {"error", "code", "details"}; anything else (an HTML page
-    # from a proxy) is reduced to its first characters.
+def _body_detail(response: httpx.Response, error_body: ErrorBodyReader) -> str:
+    # A body the reader knows gives "[code] message"; another JSON body says nothing; anything
+    # else (an HTML page from a proxy) is reduced to its first characters.
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
         return " ".join(response.text.split())[:MAX_ERROR_MESSAGE_CHARS]
-    if not isinstance(body, dict):
+    detail = error_body(body)
+    if detail is None:
         return ""
-    code, error = body.get("code"), body.get("error")
-    parts = [f"[{code}]" if isinstance(code, str) else "", error if isinstance(error, str) else ""]
+    parts = [f"[{detail.code}]" if detail.code else "", detail.message or ""]
     return " ".join(part for part in parts if part)
 
 
-def _safe_url(url: str | httpx.URL) -> str:
-    # Query strings carry keys on some platforms (Azure `?code=`), user info carries passwords.
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid url>"
-    return str(parsed.copy_with(query=None, fragment=None, username=None, password=None))
+def _detail_or_none(code: str | None, message: str | None) -> ErrorDetail | None:
+    return None if code is None and message is None else ErrorDetail(code=code, message=message)
 
 
 def _redact(text: str, headers: httpx.Headers) -> str:

@@ -15,23 +15,30 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, ClassVar, Self, TypeVar
 
 import httpx
-from pydantic import BeforeValidator, Field, field_validator
-from pydantic_core import from_json, to_json
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
+from pydantic_core import to_json
 
-from providers._http import (
+from providers._durations import to_seconds
+from providers._http import raise_for_status, response_message
+from providers._pool import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_LIMITS,
     ClientCert,
     HttpSettings,
     PooledClient,
-    raise_for_status,
-    response_message,
-    to_seconds,
+)
+from providers._replies import (
+    OptionalText,
+    Rfc3339Datetime,
+    json_object_or_none,
+    parse_reply,
+    reply_name,
+    validate_reply,
 )
 from providers.base import (
     FUNCTION_NAME_PREFIX,
@@ -48,7 +55,6 @@ from providers.errors import (
     FaasTimeout,
     FunctionError,
     InvalidConfig,
-    SerializationError,
 )
 from providers.limits import ProviderLimits, limits_over
 from providers.options import ProviderOptions, Secret
@@ -140,8 +146,6 @@ _BAD_REQUEST_ON_DEPLOY: Mapping[int, type[FaasError]] = {400: InvalidConfig}
 # The contract leaves codes to the platform; these are our reference server's. Any other
 # code, or none, is a FunctionError.
 _FAILURE_CODES: Mapping[str, type[FaasError]] = {"FUNCTION_TIMEOUT": FaasTimeout}
-# Numbers the platform reports about an invocation: the executor exposes them as floats.
-_Number = int | float
 
 
 class HttpFaasExecutor(FaasExecutor):
@@ -300,18 +304,19 @@ class HttpFaasExecutor(FaasExecutor):
             timeout=self._invoke_timeout(job_id),
         )
         # A failed execution is a 500 whose body says success: false; a 200 saying so is a
-        # failure too (the original client took it for a result).
-        body = _json_object_or_none(response) if response.status_code in (200, 500) else None
+        # failure too (the original client took it for a result). The body is decoded once.
+        body = json_object_or_none(response.content) if response.status_code in (200, 500) else None
         if body is not None and body.get("success") is False:
             raise self._function_error(body, response)
         raise_for_status(response, provider=self.provider_name)
-        if body is None:
-            raise self._serialization_error("the invoke reply is not a JSON object")
+        reply = validate_reply(
+            _InvokeReplyBody, body, provider=self.provider_name, what=reply_name(response)
+        )
         return InvokeReply(
-            body=self._bytes_field(body, "result"),
-            execution_ms=self._optional_number(body, "execution_ms"),
-            cold_start=self._optional_bool(body, "cold_start"),
-            memory_used_mb=self._optional_number(body, "memory_used_mb"),
+            body=reply.result,
+            execution_ms=reply.execution_ms,
+            cold_start=reply.cold_start,
+            memory_used_mb=reply.memory_used_mb,
         )
 
     def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
@@ -332,7 +337,7 @@ class HttpFaasExecutor(FaasExecutor):
         except AlreadyDeployed:
             self._undeploy_job(job_id)
             response = self._put_package(job_id, package, config_header)
-        return self._deployment(job_id, self._reply_object(response), len(package))
+        return self._deployment(job_id, self._parse(_DeploymentBody, response), len(package))
 
     def _health_check(self, job_id: int) -> bool:
         response = self._http.request("GET", f"{self._function_path(job_id)}/health")
@@ -346,12 +351,12 @@ class HttpFaasExecutor(FaasExecutor):
             "POST", f"{self._function_path(job_id)}/warm", params={"instances": instances}
         )
         raise_for_status(response, provider=self.provider_name)
-        return self._int_field(self._reply_object(response), "instances_warmed")
+        return self._parse(_WarmBody, response).instances_warmed
 
     def _get_deployment(self, job_id: int) -> FaasDeployment:
         response = self._http.request("GET", self._function_path(job_id))
         raise_for_status(response, provider=self.provider_name)
-        return self._deployment(job_id, self._reply_object(response), None)
+        return self._deployment(job_id, self._parse(_DeploymentBody, response), None)
 
     def _undeploy_job(self, job_id: int) -> None:
         response = self._http.request("DELETE", self._function_path(job_id))
@@ -388,31 +393,36 @@ class HttpFaasExecutor(FaasExecutor):
         raise_for_status(response, provider=self.provider_name, overrides=_BAD_REQUEST_ON_DEPLOY)
         return response
 
+    def _parse(self, model: type[_Reply], response: httpx.Response) -> _Reply:
+        return parse_reply(model, response, provider=self.provider_name)
+
     def _deployment(
-        self, job_id: int, body: Mapping[str, object], package_size_bytes: int | None
+        self, job_id: int, body: _DeploymentBody, package_size_bytes: int | None
     ) -> FaasDeployment:
-        endpoint = body.get("endpoint")
-        reported_size = self._optional_number(body, "binary_size_bytes")
         return FaasDeployment(
-            function_id=self._str_field(body, "function_id"),
+            function_id=body.function_id,
             job_id=job_id,
             provider=self.provider_name,
-            endpoint=endpoint if isinstance(endpoint, str) else None,
-            memory_mb=self._int_field(body, "memory_mb"),
-            timeout_secs=self._int_field(body, "timeout_secs"),
-            status=self._str_field(body, "status"),
-            deployed_at=self._optional_datetime(body, "deployed_at"),
-            package_size_bytes=int(reported_size)
-            if reported_size is not None
+            endpoint=body.endpoint,
+            memory_mb=body.memory_mb,
+            timeout_secs=body.timeout_secs,
+            status=body.status,
+            deployed_at=body.deployed_at,
+            package_size_bytes=int(body.binary_size_bytes)
+            if body.binary_size_bytes is not None
             else package_size_bytes,
-            cold_start_ms=self._optional_number(body, "cold_start_ms"),
+            cold_start_ms=body.cold_start_ms,
         )
 
     def _function_error(self, body: Mapping[str, object], response: httpx.Response) -> FaasError:
-        error, code = body.get("error"), body.get("code")
-        message = error if isinstance(error, str) and error else "the function failed"
+        failure = validate_reply(
+            _FailureBody, body, provider=self.provider_name, what=reply_name(response)
+        )
+        message = failure.error or "the function failed"
         error_type = (
-            _FAILURE_CODES.get(code, FunctionError) if isinstance(code, str) else FunctionError
+            FunctionError
+            if failure.code is None
+            else _FAILURE_CODES.get(failure.code, FunctionError)
         )
         return error_type(
             # A function may echo the request's headers (its bearer token) in its error.
@@ -421,67 +431,63 @@ class HttpFaasExecutor(FaasExecutor):
             status=response.status_code,
         )
 
-    def _reply_object(self, response: httpx.Response) -> Mapping[str, object]:
-        body = _json_object_or_none(response)
-        if body is None:
-            raise self._serialization_error(
-                f"{response.request.method} reply (HTTP {response.status_code}) "
-                "is not a JSON object"
-            )
-        return body
 
-    def _bytes_field(self, body: Mapping[str, object], name: str) -> bytes:
-        # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
-        value = body.get(name)
-        if isinstance(value, str):
-            return value.encode("utf-8")
-        if isinstance(value, list):
-            try:
-                return bytes(value)
-            except (TypeError, ValueError) as error:
-                raise self._serialization_error(f"{name!r} is not an array of 0..255") from error
-        raise self._serialization_error(f"{name!r} must be a byte array or a string")
-
-    def _str_field(self, body: Mapping[str, object], name: str) -> str:
-        value = body.get(name)
-        if not isinstance(value, str):
-            raise self._serialization_error(f"{name!r} must be a string")
-        return value
-
-    def _int_field(self, body: Mapping[str, object], name: str) -> int:
-        value = body.get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._serialization_error(f"{name!r} must be an integer")
-        return value
-
-    def _optional_number(self, body: Mapping[str, object], name: str) -> float | None:
-        value = body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, _Number):
-            raise self._serialization_error(f"{name!r} must be a number")
-        return float(value)
-
-    def _optional_bool(self, body: Mapping[str, object], name: str) -> bool | None:
-        value = body.get(name)
-        if value is not None and not isinstance(value, bool):
-            raise self._serialization_error(f"{name!r} must be a boolean")
-        return value
-
-    def _optional_datetime(self, body: Mapping[str, object], name: str) -> datetime | None:
-        value = body.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise self._serialization_error(f"{name!r} must be an RFC 3339 date string")
+def _contract_bytes(value: object) -> bytes:
+    # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, list):
         try:
-            # Python 3.11's fromisoformat reads RFC 3339, "Z" suffix included.
-            return datetime.fromisoformat(value)
-        except ValueError as error:
-            raise self._serialization_error(f"{name!r} must be an RFC 3339 date") from error
+            return bytes(value)
+        except (TypeError, ValueError):
+            raise ValueError("is not an array of 0..255") from None
+    raise ValueError("must be a byte array or a string")
 
-    def _serialization_error(self, message: str) -> SerializationError:
-        return SerializationError(message, provider=self.provider_name)
+
+_Reply = TypeVar("_Reply", bound=BaseModel)
+# bytes() on the decoded list, not list[int] validation: 4x faster on a megabyte (5 vs 20 ms).
+_ContractBytes = Annotated[bytes, PlainValidator(_contract_bytes)]
+
+
+class _InvokeReplyBody(BaseModel):
+    """A successful invoke's reply; the reference server adds ``cold_start``."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    result: _ContractBytes
+    execution_ms: float | None = None
+    cold_start: bool | None = None
+    memory_used_mb: float | None = None
+
+
+class _FailureBody(BaseModel):
+    """A failed execution (``success: false``): read leniently, it is raised whatever it says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: OptionalText = None
+    code: OptionalText = None
+
+
+class _DeploymentBody(BaseModel):
+    """The record a deploy and a get answer; ``binary_size_bytes`` and the date come from get."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    function_id: str
+    endpoint: OptionalText = None
+    memory_mb: int
+    timeout_secs: int
+    status: str
+    deployed_at: Rfc3339Datetime | None = None
+    binary_size_bytes: float | None = None
+    cold_start_ms: float | None = None
+
+
+class _WarmBody(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    instances_warmed: int
 
 
 def _client_cert(cert_path: str | Path, key_path: str | Path | None) -> ClientCert:
@@ -511,15 +517,6 @@ def _encode_config(config: FaasConfig) -> str:
     if config.max_concurrency is not None:
         fields["max_concurrency"] = config.max_concurrency
     return base64.b64encode(json.dumps(fields).encode("utf-8")).decode("ascii")
-
-
-def _json_object_or_none(response: httpx.Response) -> dict[str, object] | None:
-    # pydantic-core's parser is ~2x faster than json.loads on megabyte integer arrays.
-    try:
-        body = from_json(response.content)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 #: The ``custom`` provider, found by :func:`providers.registry.provider_spec`.

@@ -644,3 +644,36 @@ def test_close_releases_the_pool_and_the_executor_still_works(
     executor.close()
 
     assert executor.invoke(7, b"x") == b"\x01\x02\x03"
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (json.dumps(_ok_reply(execution_ms="fast")).encode(), "'execution_ms'"),
+        (json.dumps(_ok_reply([1, 256])).encode(), "'result' is not an array of 0..255"),
+        (json.dumps({"success": True}).encode(), "'result' is missing"),
+        (b"[1, 2]", "is not a JSON object"),
+    ],
+)
+def test_a_serialization_error_names_the_reply_the_field_and_the_provider(
+    api: respx.MockRouter, executor: HttpFaasExecutor, content: bytes, named: str
+) -> None:
+    api.post(INVOKE).respond(200, content=content)
+
+    with pytest.raises(SerializationError) as caught:
+        executor.invoke(7, b"x")
+
+    assert caught.value.message.startswith("POST reply (HTTP 200) from custom is malformed")
+    assert named in caught.value.message
+    assert caught.value.provider == "custom"
+
+
+def test_a_deployment_record_field_of_the_wrong_type_is_named(
+    api: respx.MockRouter, executor: HttpFaasExecutor
+) -> None:
+    api.get(FUNCTION).respond(200, json=_record(memory_mb="256"))
+
+    with pytest.raises(SerializationError) as caught:
+        executor.get_deployment(7)
+
+    assert "GET reply (HTTP 200) from custom is malformed: 'memory_mb'" in caught.value.message

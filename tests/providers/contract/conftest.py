@@ -1,0 +1,59 @@
+"""The contract suite's executor kinds; each test runs once per kind.
+
+Adding a provider is one fixture function here, decorated with :func:`executor_kind`, that
+yields a :class:`~tests.providers.contract._driver.ContractDriver` for it (see README.md)::
+
+    @executor_kind
+    def gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+        with _gcp.local_platform() as platform:
+            yield _gcp.GcpDriver(platform)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.providers.contract._custom import ContractFront, CustomDriver
+from tests.providers.contract._driver import EXECUTOR_KINDS, ContractDriver, executor_kind
+from tests.providers.reference_server._support import ServerProcess
+
+_SERVER_API_KEY_ENV = "BLUEPRINT_FAAS_SERVER_API_KEY"
+
+
+@executor_kind
+def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """The reference server with an API key, refusing at once what it cannot run."""
+    api_key = f"contract-key-{secrets.token_hex(8)}"
+    work_dir = tmp_path_factory.mktemp("contract-custom")
+    server = ServerProcess(
+        data_dir=work_dir / "data",
+        extra_args=["--max-queued-per-function", "0"],
+        env={**os.environ, _SERVER_API_KEY_ENV: api_key},
+        api_key=api_key,
+    )
+    server.start()
+    try:
+        with ContractFront(server.base_url) as front:
+            driver = CustomDriver(
+                front, work_dir, api_key=api_key, env_secret=f"env-{secrets.token_hex(8)}"
+            )
+            yield driver
+            driver.executor.close()
+    finally:
+        server.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "driver" in metafunc.fixturenames:
+        metafunc.parametrize("driver", EXECUTOR_KINDS, indirect=True)
+
+
+@pytest.fixture
+def driver(request: pytest.FixtureRequest) -> ContractDriver:
+    """The driver of the executor kind this test runs for."""
+    kind: ContractDriver = request.getfixturevalue(request.param)
+    return kind
