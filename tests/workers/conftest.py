@@ -43,6 +43,8 @@ FAST_KNOBS: dict[str, Any] = {
     "retry_base_s": 0.1,
     "retry_max": 3,
     "poll_interval_s": 0.02,
+    # No exporter: workers of concurrent test runs on one host would race for the port.
+    "metrics_port": 0,
 }
 
 
