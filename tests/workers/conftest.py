@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import Settings
+from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings
 from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
 from providers.packaging import build_shell_package
@@ -310,8 +311,59 @@ def blueprint(
     return apps.build_app().with_settings(settings)
 
 
+class Run:
+    """A runner publishing ``calls`` in a thread; every result it hands over is kept.
+
+    ``producer`` (default: ``calls`` themselves) is what the runner reads, e.g. ``calls``
+    yielded at a pace of the test's choosing.
+    """
+
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        calls: list[JobCall],
+        max_in_flight: int = 20,
+        *,
+        producer: Iterable[JobCall] | None = None,
+    ) -> None:
+        self.calls = calls
+        self.results: list[JobResult] = []
+        self.answered_at: dict[str, float] = {}
+        runner = (
+            BlueprintRunner.builder(blueprint.settings)
+            .app(blueprint)
+            .producer(calls if producer is None else producer)
+            .consumer(self._keep)
+            .max_in_flight(max_in_flight)
+        )
+        self.thread = threading.Thread(target=runner.run, daemon=True)
+        self.thread.start()
+
+    def _keep(self, result: JobResult) -> None:
+        self.answered_at.setdefault(result.call_id, time.monotonic())
+        self.results.append(result)
+
+    def finish(self, timeout_s: float) -> None:
+        self.thread.join(timeout=timeout_s)
+        assert not self.thread.is_alive(), f"{len(self.results)} of {len(self.calls)} answered"
+
+    def assert_each_answered_once_and_ok(self) -> None:
+        answered = Counter(result.call_id for result in self.results)
+        assert answered == Counter(call.call_id for call in self.calls)
+        failures = [result.error for result in self.results if not result.ok]
+        assert not failures
+
+
 def flaky_args(key: str, **behaviour: Any) -> bytes:
     return json.dumps({"key": key, **behaviour}).encode()
 
 
-__all__ = ["FAST_KNOBS", "FaasConfig", "RedisServer", "flaky_args", "free_port", "wait_until"]
+__all__ = [
+    "FAST_KNOBS",
+    "FaasConfig",
+    "RedisServer",
+    "Run",
+    "flaky_args",
+    "free_port",
+    "wait_until",
+]

@@ -9,18 +9,16 @@ including at the instants a fault-injection hook picks, and count what comes bac
 from __future__ import annotations
 
 import random
-import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings
+from dispatcher import Blueprint, JobCall, Settings
 from dispatcher.keys import CONSUMERS_KEY, consumer_in_flight_key, job_queue
-from tests.workers.conftest import FAST_KNOBS, StartWorker, WorkerProcess, wait_until
+from tests.workers.conftest import FAST_KNOBS, Run, StartWorker, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +35,27 @@ UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 
+@pytest.fixture
+def broker(redis_url: str) -> redis.Redis:
+    """The test's broker db, to look at what the transport recorded."""
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def restoring_settings(blueprint: Blueprint, redis_url: str) -> Settings:
+    """Settings that restore a dead worker's calls within about a second; the app uses them."""
+    settings = Settings.from_redis_url(redis_url, **LIVENESS_KNOBS)
+    blueprint.with_settings(settings)
+    return settings
+
+
+def wait_until_started(counters: redis.Redis, calls: list[JobCall]) -> None:
+    wait_until(
+        lambda: all(counters.get(f"t:started:{call.call_id}") for call in calls),
+        what="every call to start",
+    )
+
+
 def sleep_call(ms: int, **metadata: Any) -> JobCall:
     """A call of job 4, which sleeps ``ms`` and counts its starts in the counters Redis."""
     return JobCall(4, ms.to_bytes(4, "big"), metadata=metadata)
@@ -47,44 +66,9 @@ def consumers(broker: redis.Redis) -> set[str]:
     return {m.decode() if isinstance(m, bytes) else m for m in members}
 
 
-class Run:
-    """A runner publishing ``calls`` in a thread; every result it hands over is kept."""
-
-    def __init__(
-        self, blueprint: Blueprint, calls: Iterable[JobCall], max_in_flight: int = 20
-    ) -> None:
-        self.calls = list(calls) if isinstance(calls, list) else []
-        self.results: list[JobResult] = []
-        self.answered_at: dict[str, float] = {}
-        runner = (
-            BlueprintRunner.builder(blueprint.settings)
-            .app(blueprint)
-            .producer(calls)
-            .consumer(self._keep)
-            .max_in_flight(max_in_flight)
-        )
-        self.thread = threading.Thread(target=runner.run, daemon=True)
-        self.thread.start()
-
-    def _keep(self, result: JobResult) -> None:
-        self.answered_at.setdefault(result.call_id, time.monotonic())
-        self.results.append(result)
-
-    def finish(self, timeout_s: float) -> None:
-        self.thread.join(timeout=timeout_s)
-        assert not self.thread.is_alive(), f"{len(self.results)} of {len(self.calls)} answered"
-
-    def assert_each_answered_once_and_ok(self) -> None:
-        answered = Counter(result.call_id for result in self.results)
-        assert answered == Counter(call.call_id for call in self.calls)
-        failures = [result.error for result in self.results if not result.ok]
-        assert not failures
-
-
 def test_a_running_call_is_recorded_under_its_consumer_and_cleared_once_answered(
-    blueprint: Blueprint, start_worker: StartWorker, counters: redis.Redis, redis_url: str
+    blueprint: Blueprint, start_worker: StartWorker, counters: redis.Redis, broker: redis.Redis
 ) -> None:
-    broker = redis.Redis.from_url(redis_url)
     start_worker(jobs="4", concurrency=1)
     call = sleep_call(1500)
     run = Run(blueprint, [call])
@@ -108,11 +92,10 @@ def test_a_worker_killed_right_after_its_pop_loses_nothing(
     blueprint: Blueprint,
     start_worker: StartWorker,
     counters: redis.Redis,
-    redis_url: str,
+    broker: redis.Redis,
+    restoring_settings: Settings,
 ) -> None:
-    settings = Settings.from_redis_url(redis_url, **LIVENESS_KNOBS)
-    blueprint.with_settings(settings)
-    broker = redis.Redis.from_url(redis_url)
+    settings = restoring_settings
     doomed = start_worker(
         jobs="4", worker_settings=settings, extra_env={"BLUEPRINT_TEST_FAULT": "pop"}
     )
@@ -146,10 +129,7 @@ def test_a_killed_workers_calls_are_answered_within_15_s_with_default_settings(
     victim = start_worker(jobs="4", concurrency=4, worker_settings=settings)
     calls = [sleep_call(2000) for _ in range(4)]
     run = Run(blueprint, calls)
-    wait_until(
-        lambda: all(counters.get(f"t:started:{call.call_id}") for call in calls),
-        what="the victim to start every call",
-    )
+    wait_until_started(counters, calls)
     start_worker(jobs="4", concurrency=4, worker_settings=settings)
 
     victim.kill()
@@ -188,18 +168,14 @@ def test_a_restorer_killed_mid_restore_loses_nothing(
     blueprint: Blueprint,
     start_worker: StartWorker,
     counters: redis.Redis,
-    redis_url: str,
+    broker: redis.Redis,
+    restoring_settings: Settings,
 ) -> None:
-    settings = Settings.from_redis_url(redis_url, **LIVENESS_KNOBS)
-    blueprint.with_settings(settings)
-    broker = redis.Redis.from_url(redis_url)
+    settings = restoring_settings
     victim = start_worker(jobs="4", concurrency=3, worker_settings=settings)
     calls = [sleep_call(3000) for _ in range(3)]
     run = Run(blueprint, calls)
-    wait_until(
-        lambda: all(counters.get(f"t:started:{call.call_id}") for call in calls),
-        what="the victim to start every call",
-    )
+    wait_until_started(counters, calls)
     (dead,) = consumers(broker)
     victim.kill()
 
@@ -220,10 +196,9 @@ def test_fifty_kills_at_random_instants_lose_no_call_of_a_thousand(
     blueprint: Blueprint,
     start_worker: StartWorker,
     counters: redis.Redis,
-    redis_url: str,
+    restoring_settings: Settings,
 ) -> None:
-    settings = Settings.from_redis_url(redis_url, **LIVENESS_KNOBS)
-    blueprint.with_settings(settings)
+    settings = restoring_settings
     pools = ["threads", "threads", "prefork"]
 
     def fresh_worker(n: int) -> WorkerProcess:
@@ -251,8 +226,7 @@ def test_fifty_kills_at_random_instants_lose_no_call_of_a_thousand(
             wait_until(lambda: kills >= kills_due, 120, "the next kill")  # noqa: B023
             yield call
 
-    run = Run(blueprint, paced(), max_in_flight=50)
-    run.calls = calls
+    run = Run(blueprint, calls, max_in_flight=50, producer=paced())
     chance = random.Random(20261202)
     while run.thread.is_alive() and kills < _KILLS:
         # A random instant while at least two workers serve: each kill costs a fresh start.
