@@ -73,10 +73,15 @@ DEFAULT_BEAT_LOCK_TTL_S = 30.0
 # ``BLUEPRINT_FAAS_SERVER_*`` options are not settings of the runner or the workers.
 _FOREIGN_ENV_PREFIXES = (f"{ENV_PREFIX}SERVER_",)
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "unix"})
-#: Broker URL schemes that get the transport of :mod:`dispatcher._broker`. Not ``rediss``:
-#: kombu turns TLS on for a ``rediss`` URL without SSL options only when the transport is
-#: named by that alias, and a transport class given instead would connect in plain text.
-_OWN_TRANSPORT_SCHEMES = frozenset({"redis"})
+#: Broker URL schemes that get the transport of :mod:`dispatcher._broker`.
+_OWN_TRANSPORT_SCHEMES = frozenset({"redis", "rediss"})
+#: TLS options of a ``rediss`` broker whose URL has no ``ssl_*`` parameters. kombu turns TLS
+#: on for such a URL only when its transport is named by the ``rediss`` alias, and then with
+#: certificate checks off; named by our class, it would connect in plain text. So TLS is
+#: asked for here, with the server's certificate verified against the system's CAs; the
+#: URL's own ``ssl_cert_reqs``/``ssl_ca_certs``/... parameters replace these. (A string,
+#: which redis-py accepts: importing ssl here would precede gevent's patching.)
+_DEFAULT_BROKER_TLS = {"ssl_cert_reqs": "required"}
 #: kombu's Redis transport made cheaper per call; named, not imported, so that loading the
 #: settings does not load kombu and redis before the CLI applies gevent's patches.
 _OWN_TRANSPORT = "dispatcher._broker:Transport"
@@ -332,8 +337,11 @@ class Settings(BaseModel):
             "broker_transport_options": self._transport_options(),
             "result_backend_transport_options": {"retry_policy": _RECONNECT_POLICY},
         }
-        if urlsplit(config["broker_url"]).scheme in _OWN_TRANSPORT_SCHEMES:
+        broker_scheme = urlsplit(config["broker_url"]).scheme
+        if broker_scheme in _OWN_TRANSPORT_SCHEMES:
             config["broker_transport"] = _OWN_TRANSPORT
+        if broker_scheme == "rediss":
+            config["broker_use_ssl"] = dict(_DEFAULT_BROKER_TLS)
         if self.is_embedded:
             self._ensure_embedded_folders()
         return config

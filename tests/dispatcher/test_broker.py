@@ -65,11 +65,23 @@ def test_settings_select_this_transport_for_a_redis_broker(redis_url: str) -> No
         assert connection.default_channel.client.ping()
 
 
-def test_a_tls_broker_keeps_kombus_transport_so_tls_stays_on() -> None:
+def test_a_tls_broker_gets_this_transport_with_verified_tls_by_default() -> None:
     config = Settings(broker_url="rediss://cache.example:6380/0").celery_connection_config()
-    assert "broker_transport" not in config
-    with Connection(config["broker_url"]) as connection:
-        assert connection.ssl, "kombu enables TLS for the rediss alias"
+    assert config["broker_transport"] == "dispatcher._broker:Transport"
+    connection = Connection(
+        config["broker_url"], transport=config["broker_transport"], ssl=config["broker_use_ssl"]
+    )
+    assert connection.ssl == {"ssl_cert_reqs": "required"}
+
+
+def test_a_tls_brokers_own_url_parameters_replace_the_default_tls_options() -> None:
+    url = "rediss://cache.example:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    config = Settings(broker_url=url).celery_connection_config()
+    connection = Connection(
+        config["broker_url"], transport=config["broker_transport"], ssl=config["broker_use_ssl"]
+    )
+    assert isinstance(connection.ssl, dict)
+    assert connection.ssl["ssl_ca_certs"] == "/etc/ca.pem"
 
 
 def test_a_channel_keeps_one_client_until_its_pool_is_replaced(connection: Connection) -> None:
