@@ -75,13 +75,14 @@ _FOREIGN_ENV_PREFIXES = (f"{ENV_PREFIX}SERVER_",)
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+socket", "unix"})
 #: Broker URL schemes that get the transport of :mod:`dispatcher._broker`.
 _OWN_TRANSPORT_SCHEMES = frozenset({"redis", "rediss"})
-#: TLS options of a ``rediss`` broker whose URL has no ``ssl_*`` parameters. kombu turns TLS
-#: on for such a URL only when its transport is named by the ``rediss`` alias, and then with
-#: certificate checks off; named by our class, it would connect in plain text. So TLS is
-#: asked for here, with the server's certificate verified against the system's CAs; the
-#: URL's own ``ssl_cert_reqs``/``ssl_ca_certs``/... parameters replace these. (A string,
-#: which redis-py accepts: importing ssl here would precede gevent's patching.)
-_DEFAULT_BROKER_TLS = {"ssl_cert_reqs": "required"}
+#: TLS options of a ``rediss`` broker (and result backend) whose URL has no ``ssl_*``
+#: parameters. kombu turns TLS on for such a URL only when its transport is named by the
+#: ``rediss`` alias, and then with certificate checks off; named by our class, it would
+#: connect in plain text. So TLS is asked for here, with the server's certificate verified
+#: against the system's CAs; the URL's own ``ssl_cert_reqs``/``ssl_ca_certs``/... parameters
+#: replace these. (A string, which redis-py accepts: importing ssl here would precede
+#: gevent's patching.)
+_DEFAULT_TLS = {"ssl_cert_reqs": "required"}
 #: kombu's Redis transport made cheaper per call; named, not imported, so that loading the
 #: settings does not load kombu and redis before the CLI applies gevent's patches.
 _OWN_TRANSPORT = "dispatcher._broker:Transport"
@@ -341,7 +342,10 @@ class Settings(BaseModel):
         if broker_scheme in _OWN_TRANSPORT_SCHEMES:
             config["broker_transport"] = _OWN_TRANSPORT
         if broker_scheme == "rediss":
-            config["broker_use_ssl"] = dict(_DEFAULT_BROKER_TLS)
+            config["broker_use_ssl"] = dict(_DEFAULT_TLS)
+        if urlsplit(config["result_backend"]).scheme == "rediss":
+            # Celery's backend refuses a rediss URL without ssl_cert_reqs; the same default.
+            config["redis_backend_use_ssl"] = dict(_DEFAULT_TLS)
         if self.is_embedded:
             self._ensure_embedded_folders()
         return config

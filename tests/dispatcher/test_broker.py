@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,14 @@ def test_a_tls_broker_gets_this_transport_with_verified_tls_by_default() -> None
         config["broker_url"], transport=config["broker_transport"], ssl=config["broker_use_ssl"]
     )
     assert connection.ssl == {"ssl_cert_reqs": "required"}
+
+
+def test_a_tls_result_backend_verifies_the_server_by_default() -> None:
+    from celery import Celery
+
+    app = Celery("tls-check", set_as_current=False)
+    app.conf.update(Settings(broker_url="rediss://cache.example:6380/0").celery_connection_config())
+    assert app.backend.connparams["ssl_cert_reqs"] == ssl.CERT_REQUIRED
 
 
 def test_a_tls_brokers_own_url_parameters_replace_the_default_tls_options() -> None:
