@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from dispatcher.errors import DecodeError, InvalidJobCall
 from providers.base import FaasMetrics, check_job_id
-from providers.errors import FaasError
+from providers.errors import ErrorKind, FaasError
 
 __all__ = ["LOCAL", "JobCall", "JobError", "JobResult", "ResultStatus", "checked_job_id"]
 
@@ -159,9 +159,13 @@ class JobCall:
 
 @dataclass(frozen=True, slots=True)
 class JobError:
-    """Why a job did not produce a result, in a form consumers can act on."""
+    """Why a job did not produce a result, in a form consumers can act on.
 
-    kind: str
+    ``kind`` is one :class:`~providers.errors.ErrorKind`: a provider's failure keeps its
+    error's kind, the dispatcher's own failures have kinds of their own there too.
+    """
+
+    kind: ErrorKind
     message: str
     retryable: bool = False
     provider: str | None = None
@@ -170,7 +174,7 @@ class JobError:
     @classmethod
     def from_faas_error(cls, error: FaasError) -> Self:
         return cls(
-            kind=str(error.kind),
+            kind=error.kind,
             message=error.message,
             retryable=error.retryable,
             provider=error.provider,
@@ -189,7 +193,7 @@ class JobError:
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Self:
         return cls(
-            kind=str(wire["kind"]),
+            kind=ErrorKind(wire["kind"]),
             message=str(wire["message"]),
             retryable=bool(wire.get("retryable", False)),
             provider=wire.get("provider"),

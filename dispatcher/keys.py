@@ -16,16 +16,12 @@ __all__ = [
     "INVOCATION_LEDGER_KEY",
     "JOB_QUEUE_PREFIX",
     "KEY_PREFIX",
-    "MALFORMED_CALL_KIND",
     "METRICS_MULTIPROC_DIR_ENV",
     "METRICS_PORT_DEFAULT",
     "METRICS_PREFIX",
-    "PUBLISH_FAILED_KIND",
     "RESTORER_LOCK_KEY",
-    "UNKNOWN_JOB_KIND",
     "WARM_QUEUE",
     "WARM_TASK",
-    "WORKER_FAILURE_KIND",
     "consumer_in_flight_key",
     "consumer_liveness_key",
     "health_key",
@@ -43,17 +39,6 @@ KEY_PREFIX = "blueprint-faas:"
 EXECUTE_TASK = "blueprint_faas.execute"
 WARM_TASK = "blueprint_faas.warm"
 HEALTH_TASK = "blueprint_faas.health"
-
-# JobError kinds the dispatcher and the workers produce themselves (a provider's failures
-# keep their providers.errors.ErrorKind).
-#: No local handler and no FaaS executor for the call's job id.
-UNKNOWN_JOB_KIND = "unknown_job"
-#: A task message that is not a JobCall's wire form.
-MALFORMED_CALL_KIND = "malformed_call"
-#: The task failed outside the job (time limit, crash): Celery stored a failure.
-WORKER_FAILURE_KIND = "worker_failure"
-#: The runner could not publish the call: the broker stayed unreachable through every retry.
-PUBLISH_FAILED_KIND = "publish_failed"
 
 #: Prefix of every Prometheus metric we export.
 METRICS_PREFIX = "blueprint_faas_"

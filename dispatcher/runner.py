@@ -29,14 +29,10 @@ from dispatcher._celery_client import CeleryClient, ResultWatcher
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
 from dispatcher.jobs import JobCall, JobError, JobResult
-from dispatcher.keys import (
-    PUBLISH_FAILED_KIND,
-    UNKNOWN_JOB_KIND,
-    WORKER_FAILURE_KIND,
-)
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
 from dispatcher.settings import Settings
+from providers.errors import ErrorKind
 
 if TYPE_CHECKING:
     from providers.base import FaasExecutor
@@ -352,7 +348,9 @@ class _Run:
             logger.error("cannot publish call %s: %r", call.call_id, error)
             watcher.forget(call.call_id)
             del self._in_flight[call.call_id]
-            self._deliver(_failure(call, PUBLISH_FAILED_KIND, f"{type(error).__name__}: {error}"))
+            self._deliver(
+                _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
+            )
 
     def _on_ready(self, call_id: str, state: str, value: object) -> None:
         # Runs in the listener thread; everything else happens in the caller's thread.
@@ -450,12 +448,12 @@ async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _failure(call: JobCall, kind: str, message: str) -> JobResult:
+def _failure(call: JobCall, kind: ErrorKind, message: str) -> JobResult:
     return JobResult.failure(call, JobError(kind=kind, message=message))
 
 
 def _unknown_job(call: JobCall) -> JobResult:
-    return _failure(call, UNKNOWN_JOB_KIND, f"job {call.job_id} is not defined")
+    return _failure(call, ErrorKind.UNKNOWN_JOB, f"job {call.job_id} is not defined")
 
 
 def _result_from_meta(call: JobCall, state: str, value: object) -> JobResult:
@@ -464,9 +462,11 @@ def _result_from_meta(call: JobCall, state: str, value: object) -> JobResult:
         try:
             return JobResult.from_wire(value)
         except DecodeError as error:
-            return _failure(call, WORKER_FAILURE_KIND, f"the stored result is unreadable: {error}")
+            return _failure(
+                call, ErrorKind.WORKER_FAILURE, f"the stored result is unreadable: {error}"
+            )
     if isinstance(value, BaseException):
         message = f"{type(value).__name__}: {value}"
     else:
         message = f"task ended in state {state}"
-    return _failure(call, WORKER_FAILURE_KIND, message)
+    return _failure(call, ErrorKind.WORKER_FAILURE, message)

@@ -32,9 +32,11 @@ from providers.errors import (
     NotDeployed,
     PayloadTooLarge,
     PermanentFaasError,
+    PermanentInfrastructureError,
     SerializationError,
     Throttled,
     TransientFaasError,
+    TransientInfrastructureError,
 )
 from providers.limits import NO_LIMITS, ProviderLimits
 from providers.options import ProviderOptions, Secret
@@ -92,9 +94,11 @@ __all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
     "NotDeployed",
     "PayloadTooLarge",
     "PermanentFaasError",
+    "PermanentInfrastructureError",
     "SerializationError",
     "Throttled",
     "TransientFaasError",
+    "TransientInfrastructureError",
     # Packaging
     "PackageBuilder",
     "build_custom_package",

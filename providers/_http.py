@@ -11,7 +11,7 @@ and HTTP statuses are translated once, at the boundary, with the httpx original 
   ``{"error": {"code": "ResourceNotFound", "message"}}`` (:func:`read_nested_error`).
 - ``overrides``: what a status means for one call. A deploy maps 400 to InvalidConfig; ARM
   answers 409 when another operation on the resource is in progress, which is worth retrying
-  (``{409: StatusRule(InfrastructureError, retryable=True)}``), not "already deployed".
+  (``{409: TransientInfrastructureError}``), not "already deployed".
 
 Error messages are built from the method, the URL without its query string (Azure puts
 function keys there) and what the error body says. They never contain request headers, and any
@@ -38,13 +38,14 @@ from providers.errors import (
     AuthError,
     FaasError,
     FaasTimeout,
-    InfrastructureError,
     InvalidConfig,
     InvocationFailed,
     NotDeployed,
     PayloadTooLarge,
+    PermanentInfrastructureError,
     SerializationError,
     Throttled,
+    TransientInfrastructureError,
 )
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "ErrorBodyReader",
     "ErrorDetail",
     "StatusOverrides",
-    "StatusRule",
     "error_for_response",
     "map_transport_errors",
     "parse_retry_after",
@@ -67,12 +67,12 @@ __all__ = [
 
 MAX_ERROR_MESSAGE_CHARS = 300
 
-#: HTTP status → error kind. Statuses not listed: other 5xx are retryable
-#: InfrastructureError, anything else non-retryable InfrastructureError.
-#: 400 is a non-retryable InfrastructureError here, since what it means depends on the call:
+#: HTTP status → error kind. Statuses not listed: other 5xx are
+#: TransientInfrastructureError, anything else PermanentInfrastructureError.
+#: 400 is a PermanentInfrastructureError here, since what it means depends on the call:
 #: a deploy passes ``overrides={400: InvalidConfig}`` where 400 means a refused config.
 STATUS_ERRORS: Mapping[int, type[FaasError]] = {
-    400: InfrastructureError,
+    400: PermanentInfrastructureError,
     401: AuthError,
     403: AuthError,
     404: NotDeployed,
@@ -85,24 +85,8 @@ STATUS_ERRORS: Mapping[int, type[FaasError]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRule:
-    """What one status means for one call, when the error kind alone does not say it.
-
-    Parameters
-    ----------
-    error_type:
-        The kind raised.
-    retryable:
-        Overrides the kind's default. An explicitly retryable rule also carries the response's
-        ``Retry-After`` (ARM sends one with "operation in progress"), as throttling does.
-    """
-
-    error_type: type[FaasError]
-    retryable: bool | None = None
-
-
-StatusOverrides = Mapping[int, type[FaasError] | StatusRule]
+#: Status → error kind for one call, taking precedence over :data:`STATUS_ERRORS`.
+StatusOverrides = Mapping[int, type[FaasError]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +237,7 @@ def raise_for_status(
     Parameters
     ----------
     overrides:
-        Status → error kind (or :class:`StatusRule`) for this call only, taking precedence
+        Status → error kind for this call only, taking precedence
         over :data:`STATUS_ERRORS` (a deploy maps 400 to InvalidConfig).
     error_body:
         Reads the platform's error body for the message.
@@ -283,23 +267,19 @@ def error_for_response(
 ) -> FaasError:
     """Build (not raise) the FaasError for a non-2xx ``response``.
 
-    Throttling errors, and those of an explicitly retryable :class:`StatusRule`, carry the
-    parsed ``Retry-After``; 5xx statuses not in the table are retryable InfrastructureError,
-    every other unlisted status a non-retryable one.
+    Transient errors carry the parsed ``Retry-After`` (throttling sends one, and so does ARM
+    with "operation in progress"); a permanent one has nothing to wait for. 5xx statuses not
+    in the table are TransientInfrastructureError, every other unlisted status a
+    PermanentInfrastructureError.
     """
     status = response.status_code
-    rule = _rule_for(status, overrides)
-    retryable = rule.retryable
-    if retryable is None and rule.error_type is InfrastructureError:
-        retryable = status >= 500
-    honours_retry_after = rule.error_type is Throttled or rule.retryable is True
+    error_type = _error_type_for(status, overrides)
     retry_after_s = parse_retry_after(response.headers.get("retry-after"))
-    return rule.error_type(
+    return error_type(
         _status_message(response, error_body),
         provider=provider,
         status=status,
-        retry_after_s=retry_after_s if honours_retry_after else None,
-        retryable=retryable,
+        retry_after_s=retry_after_s if error_type.retryable else None,
     )
 
 
@@ -324,9 +304,11 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - reference).total_seconds())
 
 
-def _rule_for(status: int, overrides: StatusOverrides | None) -> StatusRule:
-    chosen = (overrides or {}).get(status) or STATUS_ERRORS.get(status, InfrastructureError)
-    return chosen if isinstance(chosen, StatusRule) else StatusRule(chosen)
+def _error_type_for(status: int, overrides: StatusOverrides | None) -> type[FaasError]:
+    chosen = (overrides or {}).get(status) or STATUS_ERRORS.get(status)
+    if chosen is not None:
+        return chosen
+    return TransientInfrastructureError if status >= 500 else PermanentInfrastructureError
 
 
 def _status_message(response: httpx.Response, error_body: ErrorBodyReader) -> str:

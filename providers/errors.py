@@ -7,8 +7,9 @@ What the caller does next decides the family, so the tree is grouped by that::
     │   ├── InvocationFailed       transport: connection refused, reset, DNS
     │   ├── FaasTimeout            the call or the function ran past its deadline
     │   ├── Throttled              429 / 503: honour ``retry_after_s``
-    │   └── InfrastructureError    control plane 5xx (a 4xx one is built non-retryable)
+    │   └── TransientInfrastructureError   control plane 5xx, an operation in progress
     └── PermanentFaasError         retrying cannot help
+        ├── PermanentInfrastructureError   control plane 4xx, a failed operation
         ├── FunctionError          the job itself failed
         ├── SerializationError     a payload or reply that cannot be encoded or decoded
         ├── AuthError              401 / 403, missing or refused credentials
@@ -17,13 +18,22 @@ What the caller does next decides the family, so the tree is grouped by that::
         ├── AlreadyDeployed        409 on deploy
         └── InvalidConfig          a config the provider cannot honour
 
+Both infrastructure classes are also :class:`InfrastructureError`, so ``except
+InfrastructureError`` catches control-plane failures of either family. Retryability is the
+family and nothing else: ``error.retryable == isinstance(error, TransientFaasError)``.
+
 Vendor errors are translated once, at each provider's boundary, and the original exception is
 kept as ``__cause__``.
+
+:class:`ErrorKind` is the one vocabulary of failure kinds: the providers' and the
+dispatcher's own (unknown job, malformed call, worker failure, publish failed), so a
+``JobError.kind`` is always one of its members.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
 __all__ = [
     "AlreadyDeployed",
@@ -38,9 +48,11 @@ __all__ = [
     "NotDeployed",
     "PayloadTooLarge",
     "PermanentFaasError",
+    "PermanentInfrastructureError",
     "SerializationError",
     "Throttled",
     "TransientFaasError",
+    "TransientInfrastructureError",
 ]
 
 
@@ -58,6 +70,15 @@ class ErrorKind(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     ALREADY_DEPLOYED = "already_deployed"
     INVALID_CONFIG = "invalid_config"
+    # The dispatcher's and the workers' own kinds:
+    #: No local handler and no FaaS executor for the call's job id.
+    UNKNOWN_JOB = "unknown_job"
+    #: A task message that is not a JobCall's wire form.
+    MALFORMED_CALL = "malformed_call"
+    #: The task failed outside the job (time limit, crash): Celery stored a failure.
+    WORKER_FAILURE = "worker_failure"
+    #: The runner could not publish the call: the broker stayed unreachable through every retry.
+    PUBLISH_FAILED = "publish_failed"
 
 
 class FaasError(Exception):
@@ -73,13 +94,11 @@ class FaasError(Exception):
         The HTTP status (or equivalent) that caused it, when there was one.
     retry_after_s:
         How long the provider asked us to wait before trying again.
-    retryable:
-        Overrides the family default; used for control-plane errors whose retryability
-        depends on the status.
     """
 
     kind: ErrorKind
-    default_retryable: bool = False
+    #: Whether the worker retries it; set by the family, never per instance.
+    retryable: bool = False
 
     def __init__(
         self,
@@ -88,14 +107,12 @@ class FaasError(Exception):
         provider: str | None = None,
         status: int | None = None,
         retry_after_s: float | None = None,
-        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
         self.status = status
         self.retry_after_s = retry_after_s
-        self.retryable = self.default_retryable if retryable is None else retryable
 
     def __repr__(self) -> str:
         return (
@@ -107,7 +124,7 @@ class FaasError(Exception):
 class TransientFaasError(FaasError):
     """A failure that may go away by itself: the worker retries it with backoff."""
 
-    default_retryable = True
+    retryable = True
 
 
 class PermanentFaasError(FaasError):
@@ -126,10 +143,26 @@ class Throttled(TransientFaasError):
     kind = ErrorKind.THROTTLED
 
 
-class InfrastructureError(TransientFaasError):
-    """A control-plane failure; build it with ``retryable=False`` for a 4xx."""
+class InfrastructureError(FaasError):
+    """A control-plane failure of either family; raise one of the two subclasses."""
 
     kind = ErrorKind.INFRASTRUCTURE
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        if cls is InfrastructureError:
+            raise TypeError(
+                "InfrastructureError has no family: raise TransientInfrastructureError "
+                "or PermanentInfrastructureError"
+            )
+        return super().__new__(cls, *args)
+
+
+class TransientInfrastructureError(InfrastructureError, TransientFaasError):
+    """A control-plane failure that may pass: a 5xx, an operation still in progress."""
+
+
+class PermanentInfrastructureError(InfrastructureError, PermanentFaasError):
+    """A control-plane failure that the same request would hit again: a 4xx, a failed operation."""
 
 
 class FunctionError(PermanentFaasError):

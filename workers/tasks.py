@@ -26,8 +26,6 @@ from dispatcher.keys import (
     EXECUTE_TASK,
     HEALTH_TASK,
     JOB_QUEUE_PREFIX,
-    MALFORMED_CALL_KIND,
-    UNKNOWN_JOB_KIND,
     WARM_QUEUE,
     WARM_TASK,
 )
@@ -142,12 +140,14 @@ def _decode(
     except DecodeError as error:
         stand_in = JobCall(job_id=_queue_job_id(task), call_id=task.request.id)
         logger.warning("malformed call %s: %s", task.request.id, error)
-        return JobResult.failure(stand_in, JobError(kind=MALFORMED_CALL_KIND, message=str(error)))
+        return JobResult.failure(
+            stand_in, JobError(kind=ErrorKind.MALFORMED_CALL, message=str(error))
+        )
     if call.call_id != task.request.id:
         # The task id is the idempotency key; a call claiming another id is not trusted.
         message = f"call_id {call.call_id!r} differs from the task id {task.request.id!r}"
         stand_in = JobCall(job_id=call.job_id, call_id=task.request.id, metadata=call.metadata)
-        return JobResult.failure(stand_in, JobError(kind=MALFORMED_CALL_KIND, message=message))
+        return JobResult.failure(stand_in, JobError(kind=ErrorKind.MALFORMED_CALL, message=message))
     return call
 
 
@@ -178,7 +178,7 @@ def _run(blueprint: Blueprint, call: JobCall, attempt: int) -> JobResult:
             call, JobError.from_faas_error(error), ran_on=ran_on, attempts=attempt
         )
     except UnknownJob as error:
-        return _failure(call, UNKNOWN_JOB_KIND, str(error), attempt)
+        return _failure(call, ErrorKind.UNKNOWN_JOB, str(error), attempt)
     except SoftTimeLimitExceeded:
         return _failure(call, ErrorKind.TIMEOUT, "the job ran past its time limit", attempt, ran_on)
     except Exception as error:  # the job's own failure: reported, never retried
@@ -242,10 +242,10 @@ def _health(task: ControlTask, job_id: int) -> str:
 
 
 def _failure(
-    call: JobCall, kind: str, message: str, attempt: int, ran_on: str = LOCAL
+    call: JobCall, kind: ErrorKind, message: str, attempt: int, ran_on: str = LOCAL
 ) -> JobResult:
     return JobResult.failure(
-        call, JobError(kind=str(kind), message=message), ran_on=ran_on, attempts=attempt
+        call, JobError(kind=kind, message=message), ran_on=ran_on, attempts=attempt
     )
 
 

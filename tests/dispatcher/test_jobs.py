@@ -7,7 +7,7 @@ import pytest
 from dispatcher.errors import DecodeError, InvalidJobCall
 from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult, ResultStatus
 from providers.base import FaasMetrics
-from providers.errors import Throttled
+from providers.errors import ErrorKind, Throttled
 
 
 @pytest.mark.parametrize("job_id", [0, 1, 2**32 - 1])
@@ -101,13 +101,21 @@ def test_a_failed_result_keeps_its_structured_error_over_the_wire() -> None:
     result = JobResult.failure(call, error, ran_on="aws", attempts=4)
     decoded = JobResult.from_wire(result.to_wire())
     assert decoded == result
-    assert decoded.error == JobError("throttled", "slow down", True, "aws", 429)
+    assert decoded.error == JobError(ErrorKind.THROTTLED, "slow down", True, "aws", 429)
     assert decoded.status is ResultStatus.ERROR
+
+
+def test_a_result_whose_error_kind_is_unknown_is_refused_on_decoding() -> None:
+    wire = JobResult.failure(JobCall(3, b"in"), JobError(ErrorKind.TIMEOUT, "late")).to_wire()
+    wire["error"]["kind"] = "gremlins"
+
+    with pytest.raises(DecodeError, match="gremlins"):
+        JobResult.from_wire(wire)
 
 
 def test_a_result_cannot_be_ok_and_carry_an_error_or_fail_without_one() -> None:
     with pytest.raises(InvalidJobCall):
-        JobResult(0, "c", ok=True, error=JobError("x", "y"))
+        JobResult(0, "c", ok=True, error=JobError(ErrorKind.AUTH, "y"))
     with pytest.raises(InvalidJobCall):
         JobResult(0, "c", ok=False)
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings, submit
 from dispatcher.cli import cli
-from dispatcher.keys import UNKNOWN_JOB_KIND, job_queue
+from dispatcher.keys import job_queue
+from providers.errors import ErrorKind
 from tests.dispatcher import runnable_app
 from tests.workers.conftest import StartWorker
 
@@ -158,7 +159,7 @@ def test_submit_answers_a_call_of_an_unknown_job_at_once_and_publishes_nothing(
     for wait in (True, False):
         result = submit(blueprint, JobCall(99, b""), wait=wait, timeout_s=5)
         assert result is not None and result.error is not None
-        assert result.error.kind == UNKNOWN_JOB_KIND
+        assert result.error.kind == ErrorKind.UNKNOWN_JOB
     assert not redis.Redis.from_url(redis_url).exists(job_queue(99))
 
 

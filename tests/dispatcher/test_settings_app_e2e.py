@@ -60,7 +60,7 @@ def app_file(tmp_path: Path, redis_url: str, keyed_server: str) -> Path:
     knobs = "\n".join(f"{name} = {json.dumps(value)}" for name, value in FAST_KNOBS.items())
     path = tmp_path / "app.toml"
     path.write_text(
-        f'broker_url = "{redis_url}"\nmetrics_port = 0\n{knobs}\n'
+        f'broker_url = "{redis_url}"\n{knobs}\n'
         + dedent(
             f"""
             [local]

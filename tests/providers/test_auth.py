@@ -23,7 +23,7 @@ from providers._auth import (
 )
 from providers._http import raise_for_status
 from providers._pool import HttpSettings, PooledClient
-from providers.errors import AuthError, FaasError, InfrastructureError
+from providers.errors import AuthError, FaasError, TransientInfrastructureError
 
 PROVIDER = "test"
 NOW_S = 1_700_000_000.0
@@ -349,7 +349,7 @@ def test_a_failing_source_is_an_auth_error_that_does_not_quote_it() -> None:
 
 
 def test_a_faas_error_from_the_source_goes_through_as_is() -> None:
-    refused = InfrastructureError("token endpoint down", provider=PROVIDER, retryable=True)
+    refused = TransientInfrastructureError("token endpoint down", provider=PROVIDER)
 
     def source() -> Credential:
         raise refused

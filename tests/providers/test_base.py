@@ -18,8 +18,10 @@ from providers.errors import (
     InvalidConfig,
     PayloadTooLarge,
     PermanentFaasError,
+    PermanentInfrastructureError,
     Throttled,
     TransientFaasError,
+    TransientInfrastructureError,
 )
 from tests.memory_executor import MemoryExecutor
 
@@ -105,17 +107,35 @@ def test_error_families_say_whether_to_retry() -> None:
     assert isinstance(Throttled("x"), TransientFaasError)
     assert not FunctionError("x").retryable
     assert isinstance(FunctionError("x"), PermanentFaasError)
-    assert InfrastructureError("x", status=503).retryable
-    assert not InfrastructureError("x", status=400, retryable=False).retryable
+    assert TransientInfrastructureError("x", status=503).retryable
+    assert isinstance(TransientInfrastructureError("x"), InfrastructureError)
+    assert not PermanentInfrastructureError("x", status=400).retryable
+    assert isinstance(PermanentInfrastructureError("x"), InfrastructureError)
 
 
-def test_every_error_class_has_a_distinct_kind() -> None:
-    def leaves(cls: type[FaasError]) -> list[type[FaasError]]:
-        subs = cls.__subclasses__()
-        return [cls] if not subs else [leaf for sub in subs for leaf in leaves(sub)]
+def test_an_infrastructure_error_must_say_its_family() -> None:
+    with pytest.raises(TypeError, match="TransientInfrastructureError"):
+        InfrastructureError("x", status=500)
 
-    kinds = [leaf.kind for leaf in leaves(FaasError)]
-    assert sorted(kinds) == sorted(ErrorKind)
+
+def test_every_error_class_is_retryable_exactly_when_it_is_transient() -> None:
+    for error_type in _concrete_error_types():
+        error = error_type("x")
+        assert error.retryable == isinstance(error, TransientFaasError), error_type
+        assert error.retryable != isinstance(error, PermanentFaasError), error_type
+
+
+def test_the_error_classes_name_every_provider_kind_and_share_only_infrastructure() -> None:
+    kinds = [error_type.kind for error_type in _concrete_error_types()]
+    dispatchers_own = {
+        ErrorKind.UNKNOWN_JOB,
+        ErrorKind.MALFORMED_CALL,
+        ErrorKind.WORKER_FAILURE,
+        ErrorKind.PUBLISH_FAILED,
+    }
+
+    assert set(kinds) == set(ErrorKind) - dispatchers_own
+    assert sorted(kinds) == sorted([*set(kinds), ErrorKind.INFRASTRUCTURE])  # two families
 
 
 def test_a_config_error_does_not_quote_its_secrets() -> None:
@@ -124,3 +144,11 @@ def test_a_config_error_does_not_quote_its_secrets() -> None:
         FaasConfig(env_vars={"API_TOKEN": "hunter2", "not a name": "x"})
     assert "invalid environment variable name" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def _concrete_error_types() -> set[type[FaasError]]:
+    def leaves(cls: type[FaasError]) -> set[type[FaasError]]:
+        subs = cls.__subclasses__()
+        return {cls} if not subs else {leaf for sub in subs for leaf in leaves(sub)}
+
+    return leaves(FaasError)

@@ -10,7 +10,6 @@ import pytest
 from providers._http import (
     MAX_ERROR_MESSAGE_CHARS,
     STATUS_ERRORS,
-    StatusRule,
     error_for_response,
     map_transport_errors,
     parse_retry_after,
@@ -28,8 +27,12 @@ from providers.errors import (
     InvocationFailed,
     NotDeployed,
     PayloadTooLarge,
+    PermanentFaasError,
+    PermanentInfrastructureError,
     SerializationError,
     Throttled,
+    TransientFaasError,
+    TransientInfrastructureError,
 )
 
 PROVIDER = "test"
@@ -37,7 +40,7 @@ SECRET = "s3cr3t-token-value"
 
 # Every status of the table with the kind and retryability it must produce.
 EXPECTED_STATUS_ERRORS: dict[int, tuple[type[FaasError], bool]] = {
-    400: (InfrastructureError, False),
+    400: (PermanentInfrastructureError, False),
     401: (AuthError, False),
     403: (AuthError, False),
     404: (NotDeployed, False),
@@ -91,7 +94,7 @@ def test_a_mapped_status_raises_its_kind_with_the_status_and_provider(status: in
 def test_an_unlisted_5xx_is_a_retryable_infrastructure_error(status: int) -> None:
     error = _raised(_response(status))
 
-    assert type(error) is InfrastructureError
+    assert type(error) is TransientInfrastructureError
     assert error.retryable is True
 
 
@@ -99,7 +102,7 @@ def test_an_unlisted_5xx_is_a_retryable_infrastructure_error(status: int) -> Non
 def test_any_other_unlisted_status_is_a_permanent_infrastructure_error(status: int) -> None:
     error = _raised(_response(status))
 
-    assert type(error) is InfrastructureError
+    assert type(error) is PermanentInfrastructureError
     assert error.retryable is False
 
 
@@ -142,10 +145,12 @@ def test_throttling_carries_retry_after_given_as_an_http_date() -> None:
     assert 80 <= error.retry_after_s <= 90
 
 
-def test_a_non_throttling_error_ignores_retry_after() -> None:
-    error = _raised(_response(500, headers={"Retry-After": "5"}))
+def test_a_permanent_error_ignores_retry_after_and_a_transient_one_keeps_it() -> None:
+    permanent = _raised(_response(404, headers={"Retry-After": "5"}))
+    transient = _raised(_response(500, headers={"Retry-After": "5"}))
 
-    assert error.retry_after_s is None
+    assert permanent.retry_after_s is None
+    assert transient.retry_after_s == 5.0
 
 
 @pytest.mark.parametrize(
@@ -294,19 +299,19 @@ def test_an_arm_error_body_gives_its_code_and_message() -> None:
     assert "[AuthorizationFailed] The client does not have it." in error.message
 
 
-def test_arm_409_in_progress_is_retryable_with_its_retry_after_through_a_rule() -> None:
+def test_arm_409_in_progress_is_retryable_with_its_retry_after_through_an_override() -> None:
     response = _response(409, json=ARM_CONFLICT, headers={"Retry-After": "15"})
-    in_progress = {409: StatusRule(InfrastructureError, retryable=True)}
+    in_progress = {409: TransientInfrastructureError}
 
     error = _raised(response, overrides=in_progress, error_body=read_nested_error)
 
-    assert type(error) is InfrastructureError
+    assert type(error) is TransientInfrastructureError
     assert error.retryable is True
     assert error.retry_after_s == 15.0
     assert "[Conflict] Cannot modify this site" in error.message
 
 
-def test_without_the_rule_an_arm_409_is_already_deployed_and_ignores_retry_after() -> None:
+def test_without_the_override_an_arm_409_is_already_deployed_and_ignores_retry_after() -> None:
     response = _response(409, json=ARM_CONFLICT, headers={"Retry-After": "15"})
 
     error = _raised(response, error_body=read_nested_error)
@@ -315,10 +320,24 @@ def test_without_the_rule_an_arm_409_is_already_deployed_and_ignores_retry_after
     assert error.retry_after_s is None
 
 
-def test_a_rule_may_also_make_a_status_permanent() -> None:
-    error = _raised(_response(500), overrides={500: StatusRule(InfrastructureError, False)})
+def test_an_override_may_also_make_a_status_permanent() -> None:
+    error = _raised(_response(500), overrides={500: PermanentInfrastructureError})
 
     assert error.retryable is False
+    assert isinstance(error, InfrastructureError)
+
+
+STATUSES = [*range(400, 432), *range(500, 512), 599]
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_the_family_of_every_status_error_is_its_retryability(status: int) -> None:
+    for overrides in (None, {400: InvalidConfig, 409: TransientInfrastructureError}):
+        error = _raised(_response(status, headers={"Retry-After": "3"}), overrides=overrides)
+
+        assert isinstance(error, TransientFaasError) == error.retryable
+        assert isinstance(error, PermanentFaasError) != error.retryable
+        assert (error.retry_after_s == 3.0) == error.retryable
 
 
 def test_the_contract_reader_says_nothing_of_a_nested_body_and_the_reverse() -> None:

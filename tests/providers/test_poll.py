@@ -22,7 +22,13 @@ from providers._http import parse_retry_after, raise_for_status, read_nested_err
 from providers._poll import SYSTEM_CLOCK, Pending, PollPolicy, poll_until
 from providers._pool import HttpSettings, PooledClient
 from providers._replies import OptionalText, parse_reply
-from providers.errors import FaasError, FaasTimeout, InfrastructureError, NotDeployed
+from providers.errors import (
+    FaasError,
+    FaasTimeout,
+    InfrastructureError,
+    NotDeployed,
+    PermanentInfrastructureError,
+)
 
 PROVIDER = "test"
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +172,7 @@ def test_a_hint_past_the_deadline_is_cut_to_it_and_kept_on_the_timeout() -> None
 
 def test_what_a_step_raises_goes_through_at_once() -> None:
     clock = _Clock()
-    failed = InfrastructureError("the operation failed", provider=PROVIDER, retryable=False)
+    failed = PermanentInfrastructureError("the operation failed", provider=PROVIDER)
 
     with pytest.raises(InfrastructureError) as caught:
         poll_until(_steps(Pending(), failed), what="x", provider=PROVIDER, clock=clock)
@@ -246,7 +252,7 @@ def test_a_gcp_operation_is_polled_until_done_and_its_response_returned() -> Non
         if not operation.done:
             return Pending(seen="not done")
         if operation.error is not None:
-            raise InfrastructureError(str(operation.error.message), provider=PROVIDER)
+            raise PermanentInfrastructureError(str(operation.error.message), provider=PROVIDER)
         return operation.response or {}
 
     result = poll_until(
@@ -266,7 +272,7 @@ def test_a_gcp_operation_done_with_an_error_raises_from_the_step() -> None:
     def step() -> object:
         operation = parse_reply(_Operation, pool.request("GET", f"/v2/{name}"), provider=PROVIDER)
         if operation.error is not None:
-            raise InfrastructureError(f"{operation.error.message}", provider=PROVIDER)
+            raise PermanentInfrastructureError(f"{operation.error.message}", provider=PROVIDER)
         return operation
 
     with pytest.raises(InfrastructureError, match="ALREADY_EXISTS"):

@@ -67,7 +67,6 @@ def beat_settings(redis_url: str) -> Settings:
         warm_interval_s=PERIOD_S,
         health_interval_s=PERIOD_S,
         beat_lock_ttl_s=LOCK_TTL_S,
-        metrics_port=0,
     )
 
 

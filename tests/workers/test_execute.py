@@ -14,11 +14,9 @@ from celery import states
 from dispatcher import Blueprint, BlueprintRunner, JobCall, JobResult, Settings
 from dispatcher.keys import (
     EXECUTE_TASK,
-    MALFORMED_CALL_KIND,
-    UNKNOWN_JOB_KIND,
-    WORKER_FAILURE_KIND,
     job_queue,
 )
+from providers.errors import ErrorKind
 from tests.workers.conftest import FlakyFunction, StartWorker, flaky_args, wait_until
 from workers._results import BACKEND_PATH
 
@@ -165,7 +163,7 @@ def test_an_unknown_job_is_an_error_result_from_the_runner(
 ) -> None:
     call = JobCall(99, b"")
     (result,) = run_calls(blueprint, [call])
-    assert not result.ok and result.error is not None and result.error.kind == UNKNOWN_JOB_KIND
+    assert not result.ok and result.error is not None and result.error.kind == ErrorKind.UNKNOWN_JOB
 
 
 def test_unknown_and_malformed_messages_get_error_results_and_the_worker_keeps_serving(
@@ -188,10 +186,10 @@ def test_unknown_and_malformed_messages_get_error_results_and_the_worker_keeps_s
         sent = client.send_task(EXECUTE_TASK, args=args, task_id=task_id, queue=job_queue(0))
         outcomes[name] = JobResult.from_wire(sent.get(timeout=20))
     assert outcomes["unknown"].error is not None
-    assert outcomes["unknown"].error.kind == UNKNOWN_JOB_KIND
+    assert outcomes["unknown"].error.kind == ErrorKind.UNKNOWN_JOB
     for name in ("bad_base64", "not_a_dict", "no_args"):
         error = outcomes[name].error
-        assert error is not None and error.kind == MALFORMED_CALL_KIND, name
+        assert error is not None and error.kind == ErrorKind.MALFORMED_CALL, name
         assert outcomes[name].job_id == 0
     # The worker still serves after the bad messages.
     ok = JobResult.from_wire(
@@ -247,7 +245,7 @@ def test_a_call_whose_failure_is_stored_is_answered_without_running_it(
     assert not thread.is_alive(), "the runner was never told of the stored outcome"
     (result,) = results
     assert not result.ok and result.error is not None
-    assert result.error.kind == WORKER_FAILURE_KIND
+    assert result.error.kind == ErrorKind.WORKER_FAILURE
     expected = "the first run crashed" if state == states.FAILURE else "revoked by an operator"
     assert expected in result.error.message
     assert f"call {call.call_id} already has a result" in worker.output()
