@@ -187,6 +187,15 @@ class FaasExecutor(ABC):
         """The limits this executor checks deploys and invokes against."""
         return self._limits
 
+    @property
+    def region(self) -> str | None:
+        """Where this executor's functions run, as its provider names regions.
+
+        Invocations are priced with it (:mod:`providers.pricing`); None, for a platform with
+        no regions, prices them with the provider's default region.
+        """
+        return None
+
     # -- configuration ------------------------------------------------------------------
 
     def configure_job(self, job_id: int, config: FaasConfig) -> Self:
