@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from providers.packaging._core import HANDLER_CORE_MODULE
+from providers.packaging._core import HANDLER_CORE_MODULE, WARMUP_REQUEST
 from providers.packaging._zip import load_prebuilt
 from providers.packaging.custom import (
     BOOTSTRAP_NAME,
@@ -29,6 +29,7 @@ from providers.packaging.custom import (
 __all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
     # What every package shares
     "HANDLER_CORE_MODULE",
+    "WARMUP_REQUEST",
     "PackageBuilder",
     "load_prebuilt",
     # The Custom FaaS contract's runtime

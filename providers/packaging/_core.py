@@ -5,6 +5,11 @@ The core, written into each package as ``_blueprint_handler.py``, loads the hand
 ``{"job_id", "args": [bytes as integers]}``, into a call with bytes, and the bytes back into
 the reply ``{"job_id", "result": [...], "success": true}`` (or ``success: false`` with an
 ``error``). A runtime adapter only moves that request and reply in and out of its runtime.
+
+Every reply also says whether the process answering was fresh (its first request: a cold
+start, on platforms that keep processes) and how long the handler ran (``handler_ms``), since
+most platforms report neither. The warm-up request :data:`WARMUP_REQUEST` is answered
+without running the handler (``"warmup": true``), so a keep-warm ping costs no job run.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from pathlib import Path
 from providers.errors import InvalidConfig
 from providers.packaging._zip import Entry, write_zip
 
-__all__ = ["HANDLER_CORE_MODULE", "python_package"]
+__all__ = ["HANDLER_CORE_MODULE", "WARMUP_REQUEST", "python_package"]
 
 HANDLER_CORE_MODULE = "_blueprint_handler"
+#: The request an executor's ``warm`` sends: the core answers it without running the job.
+WARMUP_REQUEST: dict[str, object] = {"warmup": True}
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _HANDLER_SPEC = re.compile(
@@ -36,9 +43,12 @@ Written into every Python package by blueprint-faas; the runtime adapter imports
 """
 import importlib
 import json
+import time
 
 # Joining precomputed digit strings is ~2.5x faster than json.dumps(list(result)).
 _BYTE_TEXT = [str(value) for value in range(256)]
+# True until this process has answered its first request (a cold start).
+_fresh = True
 
 
 def load_handler(spec):
@@ -74,34 +84,59 @@ def payload_of(request):
     return args.encode("utf-8") if isinstance(args, str) else bytes(args)
 
 
-def reply_json(job_id, result):
+def reply_json(job_id, result, fresh, handler_ms):
     """The success reply for ``result`` (bytes), as JSON text."""
-    return '{"job_id":%s,"result":[%s],"success":true}' % (
+    return '{"job_id":%s,"result":[%s],"success":true,"fresh":%s,"handler_ms":%.3f}' % (
         json.dumps(job_id),
         ",".join(map(_BYTE_TEXT.__getitem__, result)),
+        "true" if fresh else "false",
+        handler_ms,
     )
 
 
-def failure_json(job_id, error):
+def failure_json(job_id, error, fresh):
     """The failure reply for ``error``, as JSON text; the traceback goes to stderr."""
     import traceback
 
     traceback.print_exc()
     message = "%s: %s" % (type(error).__name__, error)
-    return json.dumps({"job_id": job_id, "result": [], "success": False, "error": message})
+    reply = {"job_id": job_id, "result": [], "success": False, "error": message, "fresh": fresh}
+    return json.dumps(reply)
+
+
+def answer_request(handler, load_error, request):
+    """The reply (JSON text) to one decoded request, whatever goes wrong."""
+    global _fresh
+    fresh, _fresh = _fresh, False
+    job_id = None
+    try:
+        if not isinstance(request, dict):
+            raise TypeError("a request must be a JSON object")
+        job_id = request.get("job_id")
+        if request.get("warmup") is True:
+            return '{"job_id":null,"result":[],"success":true,"warmup":true,"fresh":%s}' % (
+                "true" if fresh else "false"
+            )
+        if load_error is not None:
+            raise load_error
+        payload = payload_of(request)
+        started = time.perf_counter()
+        result = call_handler(handler, payload)
+        handler_ms = (time.perf_counter() - started) * 1000
+        return reply_json(job_id, result, fresh, handler_ms)
+    except Exception as error:
+        return failure_json(job_id, error, fresh)
 
 
 def answer(handler, load_error, raw_request):
     """The reply (JSON text) to one raw request (JSON bytes), whatever goes wrong."""
-    job_id = None
     try:
         request = json.loads(raw_request)
-        job_id = request.get("job_id")
-        if load_error is not None:
-            raise load_error
-        return reply_json(job_id, call_handler(handler, payload_of(request)))
     except Exception as error:
-        return failure_json(job_id, error)
+        global _fresh
+        fresh, _fresh = _fresh, False
+        return failure_json(None, error, fresh)
+    return answer_request(handler, load_error, request)
 '''
 
 

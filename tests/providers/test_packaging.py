@@ -6,6 +6,7 @@ import io
 import json
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from textwrap import dedent
@@ -16,6 +17,7 @@ from providers.errors import InvalidConfig
 from providers.packaging import (
     BOOTSTRAP_NAME,
     HANDLER_CORE_MODULE,
+    WARMUP_REQUEST,
     build_custom_package,
     build_shell_package,
     load_prebuilt,
@@ -193,7 +195,9 @@ def test_the_bootstrap_answers_the_request_on_stdout(handlers: Path, tmp_path: P
 
     reply, completed = _run(package, tmp_path, {"job_id": 42, "args": [1, 2, 200]})
 
-    assert reply == {"job_id": 42, "result": [2, 4, 144], "success": True}
+    handler_ms = reply.pop("handler_ms")
+    assert reply == {"job_id": 42, "result": [2, 4, 144], "success": True, "fresh": True}
+    assert 0 <= handler_ms < 60_000
     assert completed.returncode == 0
     assert b"noise that must not reach the reply" in completed.stderr
 
@@ -235,7 +239,7 @@ def test_the_bootstrap_closes_stdout_right_after_its_reply(handlers: Path, tmp_p
         # EOF arrives while the interpreter still runs its exit hooks.
         reply = json.loads(process.stdout.read())
         assert process.poll() is None
-        assert reply == {"job_id": 3, "result": list(b"ok"), "success": True}
+        assert reply["result"] == list(b"ok") and reply["success"] is True
         release.touch()
         assert process.wait(timeout=30) == 0
     finally:
@@ -253,6 +257,7 @@ def test_a_handler_exception_becomes_a_failure_reply(handlers: Path, tmp_path: P
         "result": [],
         "success": False,
         "error": "ZeroDivisionError: the job divided by zero",
+        "fresh": True,
     }
     assert completed.returncode == 0
     assert b"Traceback" in completed.stderr
@@ -355,3 +360,34 @@ def test_a_prebuilt_zip_that_is_broken_or_unsafe_is_refused(tmp_path: Path, cont
 def test_a_missing_prebuilt_zip_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfig, match="cannot read"):
         load_prebuilt(tmp_path / "nope.zip")
+
+
+def test_the_core_answers_a_warm_up_without_running_the_job_and_says_when_it_was_fresh(
+    handlers: Path, tmp_path: Path
+) -> None:
+    package = build_custom_package("handlers:fail", sources=[handlers])
+    code_dir = _extract(package, tmp_path / "core")
+    # One process, three requests: only the first finds the process fresh.
+    script = (
+        "import json, sys\n"
+        f"import {HANDLER_CORE_MODULE} as core\n"
+        "handler, error = core.try_load_handler('handlers:fail')\n"
+        f"print(core.answer_request(handler, error, {WARMUP_REQUEST!r}))\n"
+        'print(core.answer(handler, error, b\'{"job_id": 1, "args": [1]}\'))\n'
+        "print(core.answer(handler, error, b'not json'))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=code_dir, capture_output=True, check=True
+    )
+    warm_up, failed, malformed = map(json.loads, completed.stdout.splitlines())
+
+    assert warm_up == {
+        "job_id": None,
+        "result": [],
+        "success": True,
+        "warmup": True,
+        "fresh": True,
+    }
+    assert failed["success"] is False and "ZeroDivisionError" in failed["error"]
+    assert failed["fresh"] is False
+    assert malformed["success"] is False and malformed["fresh"] is False
