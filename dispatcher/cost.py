@@ -1,7 +1,7 @@
 """What FaaS jobs cost: a summary of recent invocations, and the same job on every provider.
 
 The workers append one entry per FaaS invocation to the Redis stream
-:data:`dispatcher.keys.INVOCATION_LEDGER_KEY` (``workers/ledger.py``). This module reads the
+:data:`dispatcher.keys.INVOCATION_LEDGER_KEY` (:mod:`dispatcher.records`). This module reads the
 latest entries and answers two questions:
 
 - :func:`summarise`: per job and provider, how many calls, how many failed, the p50 and p95
@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dispatcher._redis import operations_redis
 from dispatcher.errors import ConfigError
+from dispatcher.records import InvocationRecord, recent_invocations
 from providers.base import DEFAULT_MEMORY_MB
 from providers.pricing import DEFAULT_PRICE_BOOK, PriceBook, compare_providers
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LAST",
     "CostReport",
-    "Invocation",
     "JobCost",
     "ProviderQuote",
     "compare",
@@ -45,27 +45,6 @@ __all__ = [
 #: How many of the latest ledger entries ``blueprint-faas cost`` reads by default.
 DEFAULT_LAST = 1000
 _PER_MILLION = 1_000_000
-
-
-class Invocation(Protocol):
-    """The fields of a ledger entry this module reads (``workers.ledger.InvocationRecord``)."""
-
-    @property
-    def job_id(self) -> int: ...
-    @property
-    def provider(self) -> str: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def total_ms(self) -> float | None: ...
-    @property
-    def execution_ms(self) -> float | None: ...
-    @property
-    def billed_ms(self) -> float | None: ...
-    @property
-    def memory_mb(self) -> float | None: ...
-    @property
-    def cost_usd(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +95,9 @@ class ProviderQuote:
         }
 
 
-def summarise(records: Iterable[Invocation]) -> list[JobCost]:
+def summarise(records: Iterable[InvocationRecord]) -> list[JobCost]:
     """Per (job id, provider), sorted by both: counts, errors, p50/p95, billed s and cost."""
-    groups: dict[tuple[int, str], list[Invocation]] = {}
+    groups: dict[tuple[int, str], list[InvocationRecord]] = {}
     for record in records:
         groups.setdefault((record.job_id, record.provider), []).append(record)
     return [
@@ -127,7 +106,7 @@ def summarise(records: Iterable[Invocation]) -> list[JobCost]:
 
 
 def compare(
-    records: Iterable[Invocation],
+    records: Iterable[InvocationRecord],
     *,
     memory_mb: float,
     book: PriceBook = DEFAULT_PRICE_BOOK,
@@ -174,7 +153,7 @@ def percentile(samples: Sequence[float], p: float) -> float:
     return ordered[math.ceil(p / 100 * len(ordered)) - 1]
 
 
-def _job_cost(job_id: int, provider: str, records: Sequence[Invocation]) -> JobCost:
+def _job_cost(job_id: int, provider: str, records: Sequence[InvocationRecord]) -> JobCost:
     totals_ms = [record.total_ms for record in records if record.total_ms is not None]
     return JobCost(
         job_id=job_id,
@@ -188,7 +167,7 @@ def _job_cost(job_id: int, provider: str, records: Sequence[Invocation]) -> JobC
     )
 
 
-def _duration_ms(record: Invocation) -> float | None:
+def _duration_ms(record: InvocationRecord) -> float | None:
     return record.execution_ms if record.execution_ms is not None else record.total_ms
 
 
@@ -243,10 +222,8 @@ def cost_report(
         raise ConfigError(
             "the invocation ledger lives in the result backend's Redis; none is configured"
         )
-    from workers.ledger import recent_invocations
-
     try:
-        records: list[Invocation] = list(recent_invocations(client, last))
+        records = list(recent_invocations(client, last))
     finally:
         client.close()
     report = CostReport(invocations=len(records), jobs=tuple(summarise(records)))

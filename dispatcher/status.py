@@ -6,7 +6,7 @@ One call, :func:`app_status`, gathers for each job id of the app:
 - for a FaaS job, the deployment state as the provider reports it now (``get_deployment``:
   deployed, not deployed, or an error asking);
 - the last health check the workers' health task stored in the hash at
-  :func:`dispatcher.keys.health_key` (``workers.health``; absent until one ran);
+  :func:`dispatcher.keys.health_key` (:mod:`dispatcher.records`; absent until one ran);
 - the number of calls waiting in its queue, asked of the broker through kombu (so kombu's
   own key layout, priority sub-queues included, is its business, not ours);
 - the workers consuming its queue, from Celery's ``inspect().active_queues()``.
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher._redis import operations_redis
 from dispatcher.keys import job_queue
+from dispatcher.records import HealthRecord, read_health
 from providers.errors import FaasError, NotDeployed
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from dispatcher.app import Blueprint
     from dispatcher.settings import Settings
     from providers.base import FaasExecutor
-    from workers.health import HealthRecord
 
 __all__ = [
     "DEFAULT_INSPECT_TIMEOUT_S",
@@ -115,8 +115,6 @@ def app_status(
     redis.RedisError
         The broker's Redis fails while reading health records.
     """
-    from workers.health import read_health
-
     settings = blueprint.settings
     job_ids = blueprint.job_ids()
     queues = [job_queue(job_id) for job_id in job_ids]

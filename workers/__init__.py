@@ -4,9 +4,7 @@ from workers.app import create_beat_app, create_celery_app, served_job_ids
 from workers.backoff import compute_backoff_s
 from workers.beat import beat_schedule
 from workers.entry import Pool, run_beat, run_flower, run_worker
-from workers.health import HealthRecord, HealthStatus, read_health
 from workers.idempotency import stored_outcome
-from workers.ledger import InvocationRecord, recent_invocations
 from workers.tasks import ControlTask, ExecuteTask, register_tasks
 
 __all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
@@ -25,10 +23,4 @@ __all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
     "compute_backoff_s",
     "register_tasks",
     "stored_outcome",
-    # What the workers record for operators
-    "HealthRecord",
-    "HealthStatus",
-    "InvocationRecord",
-    "read_health",
-    "recent_invocations",
 ]

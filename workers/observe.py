@@ -7,7 +7,7 @@ It hooks into Celery signals of the execute task, so the task itself records not
 - ``task_retry``: a retryable provider error is one failed attempt, and one retry;
 - ``task_failure`` of a warm or health task: a throttled control call counts as a throttle.
 
-Each attempt is counted by :mod:`workers.metrics` and appended to :mod:`workers.ledger` on
+Each attempt is counted by :mod:`workers.metrics` and appended to :mod:`dispatcher.records` on
 the result backend's Redis. An observer that fails is logged; it never fails the task.
 """
 
@@ -23,6 +23,7 @@ from celery.signals import task_failure, task_retry, task_success
 
 from dispatcher.jobs import LOCAL
 from dispatcher.keys import EXECUTE_TASK, HEALTH_TASK, WARM_TASK
+from dispatcher.records import InvocationRecord, append_invocation
 from providers.base import FaasMetrics
 from providers.errors import ErrorKind, FaasError
 from providers.pricing import (
@@ -33,7 +34,6 @@ from providers.pricing import (
     with_custom_prices,
 )
 from workers import metrics
-from workers.ledger import InvocationRecord, append_invocation
 
 if TYPE_CHECKING:
     from celery import Task
@@ -57,6 +57,8 @@ class Attempt:
     error_kind: str | None = None
     metrics: FaasMetrics | None = None
     memory_mb: float | None = None
+    #: The executor's region, which prices the attempt (None: the provider's default).
+    region: str | None = None
 
 
 def price_book(settings: Settings) -> PriceBook:
@@ -81,6 +83,7 @@ def record_attempt(
         error_kind=attempt.error_kind,
         metrics=attempt.metrics,
         memory_mb=attempt.memory_mb,
+        region=attempt.region,
         prices=prices,
     )
     if redis_client is None:
@@ -118,6 +121,7 @@ def _on_success(sender: Task | None = None, result: Any = None, **_: Any) -> Non
             error_kind=str(error["kind"]) if isinstance(error, Mapping) else None,
             metrics=FaasMetrics(**raw_metrics) if isinstance(raw_metrics, Mapping) else None,
             memory_mb=_memory_mb(sender, job_id),
+            region=_region(sender, job_id),
         )
         record_attempt(attempt, _redis(sender), _prices(sender))
     except Exception:
@@ -138,7 +142,8 @@ def _on_retry(
         if job_id not in registry:
             return  # a local handler asked for the retry: no provider attempt to count
         provider = error.provider or registry.get(job_id).provider_name
-        attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind))
+        region = registry.get(job_id).region
+        attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind), region=region)
         record_attempt(attempt, _redis(sender), _prices(sender))
         metrics.record_retry(job_id, provider, error.kind)
     except Exception:
@@ -169,6 +174,11 @@ def _memory_mb(task: Task, job_id: int) -> float | None:
     return float(registry.get(job_id).job_config(job_id).memory_mb)
 
 
+def _region(task: Task, job_id: int) -> str | None:
+    registry = task.blueprint.registry
+    return registry.get(job_id).region if job_id in registry else None
+
+
 def _redis(task: Task) -> Any | None:
     # The result backend's client: a connection pool per process (and per thread) already.
     return getattr(task.backend, "client", None)
@@ -193,7 +203,11 @@ def _ledger_record(attempt: Attempt, prices: PriceBook) -> InvocationRecord:
     if figures is not None and attempt.memory_mb is not None and attempt.provider in prices:
         try:
             estimate = estimate_invocation_cost(
-                attempt.provider, figures, memory_mb=attempt.memory_mb, book=prices
+                attempt.provider,
+                figures,
+                memory_mb=attempt.memory_mb,
+                region=attempt.region,
+                book=prices,
             )
         except (LookupError, ValueError) as error:
             logger.warning("no cost estimate for job %s: %s", attempt.job_id, error)
@@ -212,4 +226,5 @@ def _ledger_record(attempt: Attempt, prices: PriceBook) -> InvocationRecord:
         memory_mb=attempt.memory_mb,
         cold_start=None if figures is None else figures.cold_start,
         cost_usd=cost_usd,
+        region=attempt.region,
     )

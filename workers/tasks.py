@@ -29,10 +29,10 @@ from dispatcher.keys import (
     WARM_QUEUE,
     WARM_TASK,
 )
+from dispatcher.records import HealthStatus, store_health
 from dispatcher.router import JobContext
 from providers.errors import ErrorKind, FaasError
 from workers.backoff import compute_backoff_s
-from workers.health import HealthStatus, store_health
 from workers.idempotency import announce_stored, stored_outcome
 from workers.redaction import summarized
 

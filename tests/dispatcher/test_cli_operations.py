@@ -19,12 +19,11 @@ from typer.testing import CliRunner, Result
 from dispatcher import JobCall, Settings
 from dispatcher.cli import cli
 from dispatcher.keys import job_queue
+from dispatcher.records import HealthStatus, InvocationRecord, append_invocation, store_health
 from dispatcher.runner import submit
 from providers.custom import HttpFaasExecutor
 from tests.workers import apps
 from tests.workers.conftest import FAST_KNOBS, StartWorker, free_port, wait_until
-from workers.health import HealthStatus, store_health
-from workers.ledger import InvocationRecord, append_invocation
 
 pytestmark = pytest.mark.integration
 

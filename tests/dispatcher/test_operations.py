@@ -20,10 +20,10 @@ from dispatcher.operations import (
     faas_config,
     parse_env_pairs,
 )
+from dispatcher.records import InvocationRecord
 from dispatcher.status import queue_lengths, workers_by_queue
 from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply
 from providers.errors import InvalidConfig
-from workers.ledger import InvocationRecord
 
 HANDLER_SOURCE = Path(__file__).with_name("_ops_handler.py")
 

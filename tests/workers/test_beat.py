@@ -23,6 +23,7 @@ from celery import Celery
 
 from dispatcher import JobCall, Settings
 from dispatcher.keys import BEAT_LOCK_KEY, HEALTH_TASK, WARM_QUEUE, WARM_TASK, health_key
+from dispatcher.records import HealthStatus, read_health
 from dispatcher.runner import submit
 from providers.custom import HttpFaasExecutor
 from tests import faas_server
@@ -37,7 +38,6 @@ from tests.workers.conftest import (
     stop_process,
     wait_until,
 )
-from workers.health import HealthStatus, read_health
 from workers.lock import RedisLock
 from workers.scheduler import SingleBeatScheduler
 

@@ -20,12 +20,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Blueprint, JobCall, JobResult, Settings
 from dispatcher.keys import INVOCATION_LEDGER_KEY
+from dispatcher.records import (
+    LEDGER_MAXLEN,
+    InvocationRecord,
+    append_invocation,
+    recent_invocations,
+)
 from providers.errors import ErrorKind
 from providers.pricing import estimate_invocation_cost
-from tests.workers import retry_app
+from tests.workers import regions_app, retry_app
 from tests.workers.conftest import StartWorker, flaky_args, free_port, wait_until
 from tests.workers.test_execute import run_calls, u64
-from workers.ledger import LEDGER_MAXLEN, InvocationRecord, append_invocation, recent_invocations
 from workers.observe import price_book
 
 pytestmark = pytest.mark.integration
@@ -212,3 +217,35 @@ def test_a_local_job_asking_for_a_retry_is_retried_without_an_observer_error(
     output = worker.output()
     assert "observer failed" not in output and "Traceback" not in output
     assert recent_invocations(redis.Redis.from_url(redis_url), 10) == []
+
+
+def test_each_attempt_is_priced_in_its_executors_region(
+    start_worker: StartWorker, settings: Settings, redis_url: str
+) -> None:
+    start_worker(pool="threads", app="tests.workers.regions_app")
+    app = regions_app.build_app().with_settings(settings)
+    calls = [JobCall(job_id, b"same work") for job_id in regions_app.REGIONS]
+
+    results = run_calls(app, calls)
+
+    assert all(result.ok and result.ran_on == "aws" for result in results)
+    client = redis.Redis.from_url(redis_url)
+    ledger = wait_until(
+        lambda: (found := recent_invocations(client, 10)) and len(found) == 2 and found,
+        10,
+        "both attempts in the ledger",
+    )
+    by_job = {record.job_id: record for record in ledger}
+    for result in results:
+        record = by_job[result.job_id]
+        region = regions_app.REGIONS[result.job_id]
+        assert result.metrics is not None
+        expected = estimate_invocation_cost(
+            "aws", result.metrics, memory_mb=regions_app.MEMORY_MB, region=region
+        )
+        assert record.region == region
+        assert record.cost_usd is not None
+        assert math.isclose(record.cost_usd, expected.total_usd, rel_tol=1e-9)
+    standard = by_job[regions_app.STANDARD_REGION_JOB].cost_usd
+    dearer = by_job[regions_app.DEARER_REGION_JOB].cost_usd
+    assert standard is not None and dearer is not None and dearer > standard
