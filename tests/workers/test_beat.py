@@ -38,7 +38,6 @@ from tests.workers.conftest import (
     stop_process,
     wait_until,
 )
-from workers.lock import RedisLock
 from workers.scheduler import SingleBeatScheduler
 
 pytestmark = pytest.mark.integration
@@ -187,9 +186,9 @@ def test_two_beats_schedule_once_and_the_standby_takes_over_when_the_holder_dies
 
     holder.kill()  # SIGKILL: no release, the lock has to expire
     wait_until(lambda: sent_by(standby), LOCK_TTL_S + 10, "the standby to take over")
-    new_token = RedisLock(client, BEAT_LOCK_KEY, LOCK_TTL_S).holder()
-    assert new_token is not None
-    assert int(new_token.split(":")[1]) == standby.process.pid
+    new_token = client.get(BEAT_LOCK_KEY)
+    assert isinstance(new_token, bytes)
+    assert int(new_token.split(b":")[1]) == standby.process.pid
     assert "acquired" in standby.output()
 
 
@@ -205,15 +204,31 @@ def test_a_stopped_beat_releases_its_lock(spawn: Spawner, redis_url: str) -> Non
 
 def test_the_lock_renews_and_releases_only_for_its_holder(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    mine = RedisLock(client, BEAT_LOCK_KEY, ttl_s=5, token="host:1:a")
-    theirs = RedisLock(client, BEAT_LOCK_KEY, ttl_s=5, token="host:2:b")
+    mine, theirs = (_scheduler(redis_url, ttl_s=5) for _ in range(2))
 
-    assert mine.acquire() and not theirs.acquire() and not theirs.hold()
-    assert mine.renew() and not theirs.renew() and not theirs.release()
-    assert client.get(BEAT_LOCK_KEY) == b"host:1:a"
+    assert mine._renew_or_take() and not theirs._renew_or_take()
+    assert client.get(BEAT_LOCK_KEY) == mine.token.encode()
+    client.pexpire(BEAT_LOCK_KEY, 1000)
+    assert mine._renew_or_take()  # renewed: the full TTL again
     assert 4000 < client.pttl(BEAT_LOCK_KEY) <= 5000
-    assert mine.release() and client.get(BEAT_LOCK_KEY) is None
-    assert theirs.hold() and theirs.holder() == "host:2:b"
+    theirs.close()  # not the holder: its release leaves the lock alone
+    assert client.get(BEAT_LOCK_KEY) == mine.token.encode()
+    mine.close()
+    assert client.get(BEAT_LOCK_KEY) is None
+    late = _scheduler(redis_url, ttl_s=5)
+    assert late._renew_or_take() and client.get(BEAT_LOCK_KEY) == late.token.encode()
+
+
+def test_a_holder_whose_lock_was_taken_over_cannot_renew_it(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    stalled, standby = (_scheduler(redis_url, ttl_s=5) for _ in range(2))
+    assert stalled._renew_or_take()
+
+    client.delete(BEAT_LOCK_KEY)  # the stalled holder's lock expired
+    assert standby._renew_or_take()
+
+    assert not stalled._renew_or_take()
+    assert client.get(BEAT_LOCK_KEY) == standby.token.encode()
 
 
 def test_a_beat_keeps_ticking_while_redis_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
@@ -226,6 +241,12 @@ def test_a_beat_keeps_ticking_while_redis_is_unreachable(caplog: pytest.LogCaptu
     scheduler = SingleBeatScheduler(app)
 
     with caplog.at_level(logging.DEBUG, logger="blueprint_faas.workers.scheduler"):
-        assert scheduler.tick() == scheduler.lock.heartbeat_s
+        assert scheduler.tick() == scheduler.heartbeat_s
 
     assert "beat lock unreachable, not sending" in caplog.text
+
+
+def _scheduler(redis_url: str, ttl_s: float) -> SingleBeatScheduler:
+    app = Celery("beat-lock", set_as_current=False)
+    app.conf.update(blueprint_beat_lock_url=redis_url, blueprint_beat_lock_ttl_s=ttl_s)
+    return SingleBeatScheduler(app)
