@@ -12,6 +12,7 @@ import dataclasses
 import math
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Blueprint, JobCall, JobResult, Settings
-from dispatcher.keys import INVOCATION_LEDGER_KEY
+from dispatcher.keys import INVOCATION_LEDGER_KEY, METRICS_MULTIPROC_DIR_ENV
 from dispatcher.records import (
     LEDGER_MAXLEN,
     InvocationRecord,
@@ -249,3 +250,23 @@ def test_each_attempt_is_priced_in_its_executors_region(
     standard = by_job[regions_app.STANDARD_REGION_JOB].cost_usd
     dearer = by_job[regions_app.DEARER_REGION_JOB].cost_usd
     assert standard is not None and dearer is not None and dearer > standard
+
+
+def test_a_worker_removes_the_metrics_directory_it_made_when_it_stops(
+    start_worker: StartWorker, priced_settings: Settings, tmp_path: Path
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp), METRICS_MULTIPROC_DIR_ENV: ""}
+    worker = start_worker(
+        pool="prefork", concurrency=1, worker_settings=priced_settings, extra_env=env
+    )
+    made = wait_until(
+        lambda: list(temp.glob("blueprint-faas-metrics-*")), 10, "the worker's metrics directory"
+    )
+    assert len(made) == 1
+
+    worker.stop()
+
+    assert worker.process.returncode == 0
+    assert list(temp.iterdir()) == []
