@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     )
     from dispatcher.settings import Settings, redact_url
 
-__all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
+__all__ = [  # noqa: RUF022  (grouped by purpose)
     # The job model
     "LOCAL",
     "JobCall",

@@ -28,14 +28,21 @@ if TYPE_CHECKING:
     from dispatcher.status import AppStatus
     from providers.base import FaasDeployment
 
-__all__ = ["operations_cli"]
+__all__ = ["MAX_JOB_ID", "AppOption", "JobIdArgument", "operations_cli", "reported_errors"]
 
 operations_cli = typer.Typer(add_completion=False)
 
 _T = TypeVar("_T")
 
-_App = Annotated[str, typer.Option("--app", "-A", help="App module, or module:attr.")]
-_JobId = Annotated[int, typer.Argument(help="The job id.", min=0, max=2**32 - 1)]
+AppOption = Annotated[
+    str,
+    typer.Option("--app", "-A", help="App module, module:attr, or settings file (.toml or .json)."),
+]
+_App = AppOption
+#: ``providers.base.MAX_JOB_ID``, spelled out: importing ``providers`` loads httpx and ssl,
+#: which ``--pool gevent`` must patch first (a test keeps the two equal).
+MAX_JOB_ID = 2**32 - 1
+JobIdArgument = Annotated[int, typer.Argument(help="The job id.", min=0, max=MAX_JOB_ID)]
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for scripts.")]
 _Provider = Annotated[
     str | None,
@@ -45,7 +52,7 @@ _Provider = Annotated[
 
 @operations_cli.command()
 def deploy(
-    job_id: _JobId,
+    job_id: JobIdArgument,
     app: _App,
     handler: Annotated[str, typer.Option(help="The handler, module:function (bytes -> bytes).")],
     source: Annotated[
@@ -83,7 +90,7 @@ def deploy(
 
 @operations_cli.command()
 def warm(
-    job_id: _JobId,
+    job_id: JobIdArgument,
     app: _App,
     instances: Annotated[int, typer.Option(min=1, help="Instances to start.")] = 1,
     provider: _Provider = None,
@@ -106,7 +113,7 @@ def warm(
 
 @operations_cli.command()
 def health(
-    job_id: _JobId,
+    job_id: JobIdArgument,
     app: _App,
     provider: _Provider = None,
     as_json: _Json = False,
@@ -127,7 +134,7 @@ def health(
 
 @operations_cli.command()
 def info(
-    job_id: _JobId,
+    job_id: JobIdArgument,
     app: _App,
     provider: _Provider = None,
     as_json: _Json = False,
@@ -145,7 +152,7 @@ def info(
 
 @operations_cli.command()
 def undeploy(
-    job_id: _JobId,
+    job_id: JobIdArgument,
     app: _App,
     provider: _Provider = None,
     as_json: _Json = False,
@@ -197,7 +204,7 @@ def cost(
     """Summarise recent FaaS invocations per job and provider; with --job, compare providers."""
     from dispatcher.cost import cost_report
 
-    with _reported_errors():
+    with reported_errors():
         blueprint = _load(app)
         try:
             report = cost_report(blueprint, last=last, job_id=job, memory_mb=memory)
@@ -214,7 +221,7 @@ def cost(
 
 def _run(app: str, doing: str, operation: Callable[[Blueprint], _T]) -> _T:
     """Load the app and run one operation under a progress line; failures end the command."""
-    with _reported_errors():
+    with reported_errors():
         blueprint = _load(app)
         with _progress(doing):
             return operation(blueprint)
@@ -231,7 +238,7 @@ def _print_outcome(as_json: bool, document: dict[str, Any], line: str) -> None:
 
 
 @contextmanager
-def _reported_errors() -> Iterator[None]:
+def reported_errors() -> Iterator[None]:
     """Turn every expected failure into one red line on stderr and exit status 1."""
     from kombu.exceptions import OperationalError
     from redis import RedisError

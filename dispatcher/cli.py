@@ -1,26 +1,54 @@
 """The ``blueprint-faas`` command: thin wrappers over library functions.
 
 Heavy imports (Celery, Redis, httpx) happen inside the commands: ``--pool gevent`` needs the
-process monkey-patched before any of them loads, and :func:`main` does that first.
+process monkey-patched before any of them loads, and :func:`main` does that first. Every
+command reports an expected failure the same way (one red line, exit status 1); bad
+arguments are typer's (exit status 2).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dispatcher._cli_operations import operations_cli
+from dispatcher._cli_operations import (
+    MAX_JOB_ID,
+    AppOption,
+    JobIdArgument,
+    operations_cli,
+    reported_errors,
+)
 
 __all__ = ["cli", "main"]
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+_HELP = """Run Blueprint jobs on your own Celery workers or on FaaS providers, job by job.
+
+Try it without a server: `blueprint-faas demo`. With an app of your own (a Python module, or
+a settings file such as blueprint.toml): start `blueprint-faas worker --app myapp` on each
+worker host, then `blueprint-faas run --app myapp` to run its producer, or `blueprint-faas
+submit --app myapp 0 --args-hex 07 --wait` for one call. `blueprint-faas deploy`, `status`
+and `cost` operate the FaaS jobs.
+"""
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help=_HELP)
 cli.add_typer(operations_cli)  # deploy, warm, health, info, undeploy, status, cost
 
-_App = Annotated[str, typer.Option("--app", "-A", help="App module, or module:attr.")]
+
+class PoolKind(StrEnum):
+    """The worker pools ``--pool`` offers (``workers.entry.Pool``)."""
+
+    PREFORK = "prefork"
+    THREADS = "threads"
+    GEVENT = "gevent"
+    SOLO = "solo"
+
+
+_App = AppOption
 
 
 def main() -> None:
@@ -35,8 +63,10 @@ def main() -> None:
 @cli.command()
 def worker(
     app: _App,
-    jobs: Annotated[str | None, typer.Option(help="Job ids to serve, e.g. 0,3.")] = None,
-    pool: Annotated[str, typer.Option(help="prefork, threads, gevent or solo.")] = "prefork",
+    jobs: Annotated[
+        str | None, typer.Option(help="Job ids to serve, separated by commas, e.g. 0,3.")
+    ] = None,
+    pool: Annotated[PoolKind, typer.Option(help="The worker pool.")] = PoolKind.PREFORK,
     concurrency: Annotated[int | None, typer.Option(min=1)] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
@@ -44,14 +74,21 @@ def worker(
     from dispatcher.app import load_app
     from workers import run_worker
 
-    job_ids = None if jobs is None else [int(part) for part in jobs.split(",") if part.strip()]
-    run_worker(load_app(app), jobs=job_ids, pool=pool, concurrency=concurrency, loglevel=loglevel)  # type: ignore[arg-type]
+    job_ids = None if jobs is None else _job_ids(jobs)
+    with reported_errors():
+        run_worker(
+            load_app(app),
+            jobs=job_ids,
+            pool=pool.value,  # type: ignore[arg-type]  # PoolKind's values are Pool's
+            concurrency=concurrency,
+            loglevel=loglevel,
+        )
 
 
 @cli.command("submit")
 def submit_command(
     app: _App,
-    job_id: int,
+    job_id: JobIdArgument,
     args_hex: Annotated[str | None, typer.Option(help="Job args as hex.")] = None,
     args_file: Annotated[Path | None, typer.Option(help="Read job args from a file.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
@@ -64,9 +101,15 @@ def submit_command(
 
     if (args_hex is None) == (args_file is None):
         raise typer.BadParameter("give exactly one of --args-hex and --args-file")
-    args = bytes.fromhex(args_hex) if args_hex is not None else Path(args_file or "").read_bytes()
+    try:
+        args = (
+            bytes.fromhex(args_hex) if args_hex is not None else Path(args_file or "").read_bytes()
+        )
+    except (ValueError, OSError) as error:
+        raise typer.BadParameter(f"cannot read the job args: {error}") from error
     call = JobCall(job_id, args)
-    result = submit(load_app(app), call, wait=wait, timeout_s=timeout_s)
+    with reported_errors():
+        result = submit(load_app(app), call, wait=wait, timeout_s=timeout_s)
     if result is None:
         typer.echo(call.call_id)
         return
@@ -81,10 +124,12 @@ def run(app: _App) -> None:
     from dispatcher.app import load_app
     from dispatcher.runner import BlueprintRunner
 
-    blueprint = load_app(app)
+    with reported_errors():
+        blueprint = load_app(app)
     if blueprint.producer is None:
         raise typer.BadParameter(f"{app} has no producer")
-    summary = BlueprintRunner.builder().app(blueprint).run()
+    with reported_errors():
+        summary = BlueprintRunner.builder().app(blueprint).run()
     typer.echo(
         f"{summary.submitted} calls: {summary.succeeded} ok, {summary.failed} failed "
         f"in {summary.elapsed_s:.2f} s"
@@ -94,12 +139,13 @@ def run(app: _App) -> None:
 @cli.command()
 def demo(
     count: Annotated[int, typer.Option(min=1, help="Numbers to square.")] = 6,
-    pool: Annotated[str, typer.Option()] = "threads",
+    pool: Annotated[PoolKind, typer.Option(help="The demo worker's pool.")] = PoolKind.THREADS,
 ) -> None:
     """The incredible-squaring demo: job 0 local, job 1 on the reference FaaS server."""
     from dispatcher.demo import run_demo
 
-    results = run_demo(tuple(range(2, 2 + count)), pool=pool)
+    with reported_errors():
+        results = run_demo(tuple(range(2, 2 + count)), pool=pool.value)
     if not all(result.ok for result in results):
         raise typer.Exit(1)
 
@@ -111,13 +157,10 @@ def beat(
 ) -> None:
     """Send the warm and health tasks of the app's FaaS jobs (one beat schedules at a time)."""
     from dispatcher.app import load_app
-    from dispatcher.errors import ConfigError
     from workers.entry import run_beat
 
-    try:
+    with reported_errors():
         run_beat(load_app(app), loglevel=loglevel)
-    except ConfigError as error:
-        raise typer.BadParameter(str(error)) from error
 
 
 @cli.command()
@@ -133,15 +176,12 @@ def flower(
 ) -> None:
     """Serve Flower for the app's workers, tasks and queues, behind basic auth."""
     from dispatcher.app import load_app
-    from dispatcher.errors import ConfigError
     from workers.entry import run_flower
 
-    try:
+    with reported_errors():
         run_flower(
             load_app(app), port=port, address=address, basic_auth=basic_auth, no_auth=no_auth
         )
-    except ConfigError as error:
-        raise typer.BadParameter(str(error)) from error
 
 
 @cli.command(
@@ -155,6 +195,19 @@ def reference_server(ctx: typer.Context) -> None:
     from providers.reference_server.__main__ import main as serve_main
 
     serve_main(ctx.args, prog="blueprint-faas reference-server")
+
+
+def _job_ids(text: str) -> list[int]:
+    try:
+        job_ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        job_ids = []
+    if not job_ids or not all(0 <= job_id <= MAX_JOB_ID for job_id in job_ids):
+        raise typer.BadParameter(
+            f"must be job ids (0 to {MAX_JOB_ID}) separated by commas, got {text!r}",
+            param_hint="--jobs",
+        )
+    return job_ids
 
 
 def _describe(result: object) -> str:

@@ -29,7 +29,7 @@ from providers.errors import FaasError
 if TYPE_CHECKING:
     import redis
 
-__all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
+__all__ = [  # noqa: RUF022  (grouped by purpose)
     # Health
     "MAX_ERROR_CHARS",
     "HealthRecord",

@@ -56,7 +56,7 @@ from providers.registry import (
     provider_spec,
 )
 
-__all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
+__all__ = [  # noqa: RUF022  (grouped by purpose)
     # The executor interface and its values
     "DEFAULT_CONFIG",
     "MAX_JOB_ID",

@@ -1,6 +1,6 @@
 """The executor interface every provider implements, and the value objects it speaks in.
 
-Executors are synchronous on purpose (DESIGN.md decision 2): Celery workers call them from a
+Executors are synchronous on purpose: Celery workers call them from a
 thread or greenlet of their pool, which is where I/O concurrency comes from. The public
 methods here hold the shared policy (job id and payload checks, timing, logging); a provider
 fills in the small ``_``-prefixed primitives.

@@ -7,7 +7,7 @@ from workers.entry import Pool, run_beat, run_flower, run_worker
 from workers.idempotency import stored_outcome
 from workers.tasks import ControlTask, ExecuteTask, register_tasks
 
-__all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
+__all__ = [  # noqa: RUF022  (grouped by purpose)
     # Building and running a worker, beat and Flower
     "Pool",
     "create_beat_app",

@@ -1,10 +1,11 @@
 """The workers' Celery app: broker, backend and the reliability profile, nothing else.
 
-The profile is DESIGN.md decision 6: late acknowledgement and requeue when a worker is lost
-(a call is acknowledged only once its result is stored), prefetch 1 (a forwarding worker does
-not hoard calls another could start), a soft shutdown window, time limits above the slowest
-function's own timeout, and a visibility timeout above the hard limit plus the longest
-retry delay (checked here, at start, rather than discovered as duplicate runs).
+The profile (README, "Reliability: what is guaranteed"): late acknowledgement and requeue
+when a worker is lost (a call is acknowledged only once its result is stored), prefetch 1 (a
+forwarding worker does not hoard calls another could start), a soft shutdown window, time
+limits above the slowest function's own timeout, and a visibility timeout above the hard
+limit plus the longest retry delay (checked here, at start, rather than discovered as
+duplicate runs).
 
 Every worker also consumes the control queue (``blueprint.control``) that carries warm and
 health tasks: the app definition gives every worker every executor, so any idle worker can

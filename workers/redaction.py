@@ -8,7 +8,7 @@ Celery's "succeeded" log line shows ``<redacted>`` for the result and the args, 
 otherwise print from the message itself when a producer sent no ``argsrepr``. httpx's
 per-request log line is turned off below WARNING: it shows the full URL, query string
 included, where a function key can sit (Azure's ``?code=``), and it cost a log line per call.
-Secrets never travel in messages at all (DESIGN.md decision 5); this keeps job data out of
+Secrets never travel in messages at all (README, "Credentials"); this keeps job data out of
 places operators browse.
 """
 

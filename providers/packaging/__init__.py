@@ -26,7 +26,7 @@ from providers.packaging.custom import (
     build_shell_package,
 )
 
-__all__ = [  # noqa: RUF022  (grouped by purpose, as STYLE.md asks)
+__all__ = [  # noqa: RUF022  (grouped by purpose)
     # What every package shares
     "HANDLER_CORE_MODULE",
     "WARMUP_REQUEST",
