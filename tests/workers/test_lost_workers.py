@@ -222,7 +222,7 @@ def test_fifty_kills_at_random_instants_lose_no_call_of_a_thousand(
         # Call n waits for its share of the kills, so that they fall all along the run and
         # the last calls are published after the last kill.
         for n, call in enumerate(calls):
-            kills_due = n * _KILLS // len(calls)
+            kills_due = (n + 1) * _KILLS // len(calls)
             wait_until(lambda: kills >= kills_due, 120, "the next kill")  # noqa: B023
             yield call
 
