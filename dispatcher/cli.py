@@ -48,9 +48,6 @@ class PoolKind(StrEnum):
     SOLO = "solo"
 
 
-_App = AppOption
-
-
 def main() -> None:
     """Console-script entry point."""
     # As with ``celery -A``: an app module in the current folder is importable by name.
@@ -62,7 +59,7 @@ def main() -> None:
 
 @cli.command()
 def worker(
-    app: _App,
+    app: AppOption,
     jobs: Annotated[
         str | None, typer.Option(help="Job ids to serve, separated by commas, e.g. 0,3.")
     ] = None,
@@ -87,7 +84,7 @@ def worker(
 
 @cli.command("submit")
 def submit_command(
-    app: _App,
+    app: AppOption,
     job_id: JobIdArgument,
     args_hex: Annotated[str | None, typer.Option(help="Job args as hex.")] = None,
     args_file: Annotated[Path | None, typer.Option(help="Read job args from a file.")] = None,
@@ -119,7 +116,7 @@ def submit_command(
 
 
 @cli.command()
-def run(app: _App) -> None:
+def run(app: AppOption) -> None:
     """Run the app's producer to the end, handing every result to its consumers."""
     from dispatcher.app import load_app
     from dispatcher.runner import BlueprintRunner
@@ -152,7 +149,7 @@ def demo(
 
 @cli.command()
 def beat(
-    app: _App,
+    app: AppOption,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Send the warm and health tasks of the app's FaaS jobs (one beat schedules at a time)."""
@@ -165,7 +162,7 @@ def beat(
 
 @cli.command()
 def flower(
-    app: _App,
+    app: AppOption,
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5555,
     address: Annotated[str, typer.Option(help="Interface to listen on; all by default.")] = "",
     basic_auth: Annotated[

@@ -104,10 +104,16 @@ def failure_json(job_id, error, fresh):
     return json.dumps(reply)
 
 
-def answer_request(handler, load_error, request):
-    """The reply (JSON text) to one decoded request, whatever goes wrong."""
+def _was_fresh():
+    """Whether this is the process's first request; every later call says False."""
     global _fresh
     fresh, _fresh = _fresh, False
+    return fresh
+
+
+def answer_request(handler, load_error, request, fresh=None):
+    """The reply (JSON text) to one decoded request, whatever goes wrong."""
+    fresh = _was_fresh() if fresh is None else fresh
     job_id = None
     try:
         if not isinstance(request, dict):
@@ -130,13 +136,12 @@ def answer_request(handler, load_error, request):
 
 def answer(handler, load_error, raw_request):
     """The reply (JSON text) to one raw request (JSON bytes), whatever goes wrong."""
+    fresh = _was_fresh()
     try:
         request = json.loads(raw_request)
     except Exception as error:
-        global _fresh
-        fresh, _fresh = _fresh, False
         return failure_json(None, error, fresh)
-    return answer_request(handler, load_error, request)
+    return answer_request(handler, load_error, request, fresh)
 '''
 
 
