@@ -6,7 +6,8 @@ Every provider runs code under its own contract, so a package is one shared *han
 and out of the runtime, all written by one reproducible zip writer (``_zip``).
 
 Adapters, one module each: :mod:`providers.packaging.custom` (the Custom FaaS contract's
-executable ``bootstrap``). A new runtime is one more module here whose builder hands its
+executable ``bootstrap``), :mod:`providers.packaging.azure` (an Azure Functions Python v2 app,
+``function_app.py``). A new runtime is one more module here whose builder hands its
 entry-point source to ``_core.python_package``; its provider names that builder in its
 ``PROVIDER`` declaration (:mod:`providers.registry`).
 """
@@ -19,6 +20,7 @@ from typing import Protocol
 
 from providers.packaging._core import HANDLER_CORE_MODULE, WARMUP_REQUEST
 from providers.packaging._zip import load_prebuilt
+from providers.packaging.azure import build_azure_package
 from providers.packaging.custom import (
     BOOTSTRAP_NAME,
     DEFAULT_PYTHON,
@@ -37,6 +39,8 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     "DEFAULT_PYTHON",
     "build_custom_package",
     "build_shell_package",
+    # Azure Functions' Python runtime
+    "build_azure_package",
 ]
 
 
