@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,8 +62,6 @@ class FakeCredential:
         self.scopes: list[str] = []
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        import time
-
         self.scopes.extend(scopes)
         return AccessToken(self._platform.issue_token(), int(time.time()) + self._lifetime_s)
 
@@ -84,7 +83,7 @@ class _Site:
     settings: dict[str, str]
     host_port: int
     work_dir: Path
-    key: str = field(default_factory=lambda: f"fnkey-{secrets.token_hex(12)}")
+    key: str = ""
     keys_hidden_for: int = 0
     scm: _Scm | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -136,6 +135,9 @@ class FakeAzure:
         self.plans: dict[str, dict[str, Any]] = {}
         self.sites: dict[str, _Site] = {}
         self.storage_key = f"storagekey-{secrets.token_hex(16)}"
+        #: Part of every token and function key this fake issues: what must never leak.
+        self.token_secret = secrets.token_hex(12)
+        self.key_secret = secrets.token_hex(12)
         self._tokens: set[str] = set()
         self._token_ids = itertools.count(1)
         self._operations: dict[str, dict[str, Any]] = {}
@@ -160,7 +162,7 @@ class FakeAzure:
 
     def issue_token(self) -> str:
         with self._lock:
-            token = f"arm-token-{next(self._token_ids)}-{secrets.token_hex(8)}"
+            token = f"arm-token-{next(self._token_ids)}-{self.token_secret}"
             self._tokens.add(token)
             return token
 
@@ -193,8 +195,11 @@ class FakeAzure:
 
     def rotate_key(self, name: str) -> None:
         site = self.sites[name]
-        site.key = f"fnkey-{secrets.token_hex(12)}"
+        site.key = self._new_key()
         site.key_file.write_text(site.key)
+
+    def _new_key(self) -> str:
+        return f"fnkey-{secrets.token_hex(6)}-{self.key_secret}"
 
     def invocations(self, name: str) -> int:
         site = self.sites.get(name)
@@ -386,7 +391,7 @@ class FakeAzure:
         if site is None:
             work_dir = self.work_dir / app
             work_dir.mkdir(parents=True, exist_ok=True)
-            site = _Site(app, {}, settings, free_port(), work_dir)
+            site = _Site(app, {}, settings, free_port(), work_dir, key=self._new_key())
             site.key_file.write_text(site.key)
             site.scm = _Scm(self, site)
             self.sites[app] = site

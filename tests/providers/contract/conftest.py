@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.providers._azure_fake import FakeAzure
+from tests.providers.contract._azure import AzureDriver
 from tests.providers.contract._custom import ContractFront, CustomDriver
 from tests.providers.contract._driver import EXECUTOR_KINDS, ContractDriver, executor_kind
 from tests.providers.reference_server._support import ServerProcess
@@ -45,6 +47,16 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]
             driver.executor.close()
     finally:
         server.stop()
+
+
+@executor_kind
+def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """A local fake of ARM and Kudu; each app served by a real host process."""
+    work_dir = tmp_path_factory.mktemp("contract-azure")
+    with FakeAzure(work_dir / "platform") as platform:
+        driver = AzureDriver(platform, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
+        yield driver
+        driver.executor.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
