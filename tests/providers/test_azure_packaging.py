@@ -102,7 +102,7 @@ def test_the_app_registers_one_post_route_with_function_level_auth(
 
     assert function.get_function_name() == AZURE_FUNCTION_NAME
     assert trigger.route == AZURE_FUNCTION_ROUTE
-    assert [method.value for method in trigger.methods] == ["POST"]
+    assert [method.value for method in trigger.methods or ()] == ["POST"]
     assert trigger.auth_level is func.AuthLevel.FUNCTION
     # What the host reads from the v2 model: an httpTrigger in, an http $return out.
     bindings = json.loads(function.get_function_json())["bindings"]
