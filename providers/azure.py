@@ -179,8 +179,11 @@ _MAX_WARM_THREADS = 16
 
 
 class _AccessToken(Protocol):
-    token: str
-    expires_on: int
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def expires_on(self) -> int: ...
 
 
 class TokenCredential(Protocol):
@@ -518,7 +521,7 @@ class AzureFunctionExecutor(FaasExecutor):
             if self._credential is None:
                 from azure.identity import DefaultAzureCredential
 
-                self._credential = _default_credential(DefaultAzureCredential)
+                self._credential = DefaultAzureCredential()
             credential = self._credential
         token = credential.get_token(ARM_SCOPE)
         return token.token, float(token.expires_on)
@@ -1073,11 +1076,6 @@ def _timespan_seconds(text: str) -> int:
 
 def _retry_after(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get("retry-after"))
-
-
-def _default_credential(factory: Callable[[], Any]) -> TokenCredential:
-    credential: TokenCredential = factory()
-    return credential
 
 
 def _host_of(request: httpx.Request) -> str:
