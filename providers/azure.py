@@ -21,32 +21,27 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar, Literal, Protocol, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Self
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 from pydantic_core import to_json
 
+from providers._arm import ArmClient, retry_after_s
 from providers._auth import BearerTokenAuth, Credential, FunctionKeyAuth
 from providers._durations import to_seconds
 from providers._http import (
-    error_for_response,
-    parse_retry_after,
     raise_for_status,
-    read_nested_error,
     response_message,
-    safe_url,
-    truncate_message,
 )
-from providers._poll import SYSTEM_CLOCK, Clock, Pending, PollPolicy, poll_until
+from providers._poll import SYSTEM_CLOCK, Clock, Pending, PollPolicy
 from providers._pool import DEFAULT_CONNECT_TIMEOUT_S, HttpSettings, PooledClient
 from providers._replies import (
     OptionalText,
     json_object_or_none,
-    parse_reply,
     reply_name,
     validate_reply,
 )
@@ -160,13 +155,6 @@ ARM_CODE_ERRORS: Mapping[str, type[FaasError]] = {
     "ResourceNotFound": NotDeployed,
     "ResourceGroupNotFound": NotDeployed,
 }
-# ARM's 409 means "in progress" far more often than "exists" (PUT creates or updates).
-_ARM_OVERRIDES: Mapping[int, type[FaasError]] = {409: TransientInfrastructureError}
-# A write's 400 is ARM refusing what we asked for: the job's config or the options.
-_ARM_WRITE_OVERRIDES: Mapping[int, type[FaasError]] = {**_ARM_OVERRIDES, 400: InvalidConfig}
-#: Statuses after which ARM or Kudu asks to be asked again (after ``Retry-After``).
-_BUSY_STATUSES = frozenset({409, 429})
-_TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 # Kudu's DeployStatus: Pending 0, Building 1, Deploying 2, Failed 3, Success 4.
 _DEPLOY_FAILED, _DEPLOY_SUCCEEDED = 3, 4
 _TIMEOUT_SETTING = "AzureFunctionsJobHost__functionTimeout"
@@ -295,13 +283,11 @@ class AzureFunctionExecutor(FaasExecutor):
         self._control_timeout_s = to_seconds(control_timeout_s)
         self._deploy_timeout_s = to_seconds(deploy_timeout_s)
         self._invoke_margin_s = to_seconds(invoke_margin_s)
-        self._policy = poll_policy or PollPolicy(timeout_s=to_seconds(operation_timeout_s))
-        self._clock = clock
         # Job id -> the app's function host, and host -> app (the key cache is per host).
         self._hosts: dict[int, str] = {}
         self._apps_by_host: dict[str, str] = {}
         self._hosts_lock = threading.Lock()
-        self._arm = PooledClient(
+        self._arm_http = PooledClient(
             HttpSettings(
                 base_url=_absolute_url(arm_base_url).rstrip("/"),
                 timeout=self._timeout(self._control_timeout_s),
@@ -309,6 +295,13 @@ class AzureFunctionExecutor(FaasExecutor):
             ),
             provider=self.provider_name,
             transport=transport,
+        )
+        self._arm = ArmClient(
+            self._arm_http,
+            provider=self.provider_name,
+            code_errors=ARM_CODE_ERRORS,
+            policy=poll_policy or PollPolicy(timeout_s=to_seconds(operation_timeout_s)),
+            clock=clock,
         )
         self._calls = PooledClient(
             HttpSettings(
@@ -363,7 +356,7 @@ class AzureFunctionExecutor(FaasExecutor):
 
     def close(self) -> None:
         """Close the pooled connections; the next call opens new ones."""
-        self._arm.close()
+        self._arm_http.close()
         self._calls.close()
 
     # -- primitives, in interface order -------------------------------------------------
@@ -407,15 +400,15 @@ class AzureFunctionExecutor(FaasExecutor):
         storage = self._ensure_storage_account()
         connection = self._storage_connection_string()
         container = _container_name(app)
-        self._arm_write(
+        self._arm.write(
             "PUT",
             f"{storage.path}/blobServices/default/containers/{container}",
             _STORAGE_API,
             {"properties": {"publicAccess": "None"}},
         )
-        if self._arm_get(self._site_path(app), _WEB_API) is None:
+        if self._arm.get(self._site_path(app), _WEB_API) is None:
             self._check_name_available(app)
-        plan_id = self._arm_write(
+        plan_id = self._arm.write(
             "PUT",
             self._plan_path(app),
             _WEB_API,
@@ -432,7 +425,7 @@ class AzureFunctionExecutor(FaasExecutor):
             _DEPLOYMENT_STORAGE_SETTING: connection,
             _TIMEOUT_SETTING: _timespan(config.timeout_secs),
         }
-        site_body = self._arm_write(
+        site_body = self._arm.write(
             "PUT",
             self._site_path(app),
             _WEB_API,
@@ -486,7 +479,7 @@ class AzureFunctionExecutor(FaasExecutor):
             raise NotDeployed(
                 f"no function app {app} for job {job_id}", provider=self.provider_name
             )
-        settings = self._arm_write(
+        settings = self._arm.write(
             "POST", f"{self._site_path(app)}/config/appsettings/list", _WEB_API, None
         )
         parsed = validate_reply(
@@ -500,16 +493,16 @@ class AzureFunctionExecutor(FaasExecutor):
     def _undeploy_job(self, job_id: int) -> None:
         """Delete the app, its deployment container, and its plan once it holds no app."""
         app = self.app_name(job_id)
-        self._arm_delete(self._site_path(app), _WEB_API)
-        self._arm_delete(
+        self._arm.delete(self._site_path(app), _WEB_API)
+        self._arm.delete(
             f"{self._storage_path()}/blobServices/default/containers/{_container_name(app)}",
             _STORAGE_API,
         )
-        plan = self._arm_get(self._plan_path(app), _WEB_API)
+        plan = self._arm.get(self._plan_path(app), _WEB_API)
         if plan is not None:
             farm = validate_reply(_Plan, plan, provider=self.provider_name, what="plan")
             if not farm.properties.numberOfSites:
-                self._arm_delete(self._plan_path(app), _WEB_API)
+                self._arm.delete(self._plan_path(app), _WEB_API)
         with self._hosts_lock:
             host = self._hosts.pop(job_id, None)
             self._apps_by_host.pop(host or "", None)
@@ -526,143 +519,16 @@ class AzureFunctionExecutor(FaasExecutor):
         token = credential.get_token(ARM_SCOPE)
         return token.token, float(token.expires_on)
 
-    def _arm_request(
-        self,
-        method: str,
-        url: str,
-        api_version: str | None,
-        body: object | None = None,
-        *,
-        missing_ok: bool = False,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """One ARM (or SCM) call, sent again while the server says it is busy (409, 429).
-
-        Returns the 2xx response, or the 404 one when ``missing_ok``; raises the mapped
-        error of any other answer.
-        """
-        params = {
-            **({"api-version": api_version} if api_version else {}),
-            **kwargs.pop("params", {}),
-        }
-        if body is not None:
-            kwargs["json"] = body
-
-        def step() -> httpx.Response | Pending:
-            response = self._arm.request(method, url, params=params, **kwargs)
-            if response.is_success or (missing_ok and response.status_code == 404):
-                return response
-            error = self._arm_error(response, write=method != "GET")
-            if error.retryable and response.status_code in _BUSY_STATUSES:
-                return Pending(f"HTTP {response.status_code}", error.retry_after_s)
-            raise error from httpx.HTTPStatusError(
-                f"HTTP {response.status_code}", request=response.request, response=response
-            )
-
-        return self._poll(step, f"{method} {safe_url(url)} to be accepted")
-
-    def _arm_error(self, response: httpx.Response, *, write: bool) -> FaasError:
-        detail = read_nested_error(json_object_or_none(response.content))
-        overrides = dict(_ARM_WRITE_OVERRIDES if write else _ARM_OVERRIDES)
-        if detail is not None and detail.code is not None and detail.code in ARM_CODE_ERRORS:
-            overrides[response.status_code] = ARM_CODE_ERRORS[detail.code]
-        return error_for_response(
-            response,
-            provider=self.provider_name,
-            overrides=overrides,
-            error_body=read_nested_error,
-        )
-
-    def _arm_get(self, path: str, api_version: str) -> dict[str, Any] | None:
-        """The resource at ``path``, or None when ARM says it does not exist."""
-        response = self._arm_request("GET", path, api_version, missing_ok=True)
-        if response.status_code == 404:
-            return None
-        return self._json_object(response)
-
-    def _arm_write(
-        self, method: str, path: str, api_version: str, body: object | None
-    ) -> dict[str, Any]:
-        """A PUT or POST, followed to the end of its operation; the resulting resource."""
-        response = self._arm_request(method, path, api_version, body)
-        self._await_operation(response)
-        if method == "PUT":
-            return self._await_provisioned(path, api_version, response)
-        return self._json_object(response) if response.content else {}
-
-    def _arm_delete(self, path: str, api_version: str) -> None:
-        response = self._arm_request("DELETE", path, api_version, missing_ok=True)
-        if response.status_code != 404:
-            self._await_operation(response)
-
-    def _await_operation(self, response: httpx.Response) -> None:
-        """Follow a 201/202's ``Azure-AsyncOperation`` (preferred) or ``Location`` to its end."""
-        if response.status_code not in (201, 202):
-            return
-        status_url = response.headers.get("azure-asyncoperation")
-        if status_url:
-            self._poll(lambda: self._operation_step(status_url), "an ARM operation to finish")
-            return
-        location = response.headers.get("location")
-        if location and response.status_code == 202:
-            self._poll(lambda: self._location_step(location), "an ARM operation to finish")
-
-    def _operation_step(self, status_url: str) -> bool | Pending:
-        response = self._arm_request("GET", status_url, None)
-        operation = self._parse(_Operation, response)
-        if operation.status not in _TERMINAL_STATES:
-            return Pending(operation.status, _retry_after(response))
-        if operation.status != "Succeeded":
-            raise self._failed(f"an ARM operation {operation.status.lower()}", operation.error)
-        return True
-
-    def _location_step(self, location: str) -> bool | Pending:
-        response = self._arm_request("GET", location, None)
-        if response.status_code == 202:
-            return Pending("HTTP 202", _retry_after(response))
-        return True
-
-    def _await_provisioned(
-        self, path: str, api_version: str, response: httpx.Response
-    ) -> dict[str, Any]:
-        """The resource once its ``provisioningState`` is terminal; raises if it failed."""
-
-        def step() -> dict[str, Any] | Pending:
-            resource = self._arm_get(path, api_version)
-            if resource is None:
-                return Pending("not found yet")
-            return self._provisioned(resource) or Pending("provisioning")
-
-        body = self._json_object(response) if response.status_code in (200, 201) else None
-        # A 202 has no body (or a stale one), and a 200/201 may still be provisioning.
-        ready = self._provisioned(body) if body and response.content else None
-        return ready or self._poll(step, f"{safe_url(path)} to be provisioned")
-
-    def _provisioned(self, resource: dict[str, Any]) -> dict[str, Any] | None:
-        state = validate_reply(_Resource, resource, provider=self.provider_name, what="resource")
-        provisioning = state.properties.provisioningState if state.properties else None
-        if provisioning is None or provisioning == "Succeeded":
-            return resource
-        if provisioning in _TERMINAL_STATES:
-            raise self._failed(f"provisioning {provisioning.lower()}", None)
-        return None
-
-    def _failed(self, what: str, detail: _ArmErrorDetail | None) -> PermanentInfrastructureError:
-        said = "" if detail is None else f": [{detail.code}] {detail.message or ''}".rstrip()
-        return PermanentInfrastructureError(
-            truncate_message(f"{what}{said}"), provider=self.provider_name
-        )
-
     def _ensure_resource_group(self) -> None:
         path = f"/subscriptions/{self._subscription_id}/resourcegroups/{self._resource_group}"
-        if self._arm_get(path, _RESOURCES_API) is None:
-            self._arm_write("PUT", path, _RESOURCES_API, {"location": self._region})
+        if self._arm.get(path, _RESOURCES_API) is None:
+            self._arm.write("PUT", path, _RESOURCES_API, {"location": self._region})
 
     def _ensure_storage_account(self) -> _StorageAccount:
         path = self._storage_path()
-        account = self._arm_get(path, _STORAGE_API)
+        account = self._arm.get(path, _STORAGE_API)
         if account is None:
-            account = self._arm_write(
+            account = self._arm.write(
                 "PUT",
                 path,
                 _STORAGE_API,
@@ -679,7 +545,7 @@ class AzureFunctionExecutor(FaasExecutor):
         return _StorageAccount(path=path, blob_endpoint=parsed.properties.primaryEndpoints.blob)
 
     def _storage_connection_string(self) -> str:
-        keys = self._arm_write("POST", f"{self._storage_path()}/listKeys", _STORAGE_API, None)
+        keys = self._arm.write("POST", f"{self._storage_path()}/listKeys", _STORAGE_API, None)
         parsed = validate_reply(
             _StorageKeys, keys, provider=self.provider_name, what="storage keys"
         )
@@ -694,7 +560,7 @@ class AzureFunctionExecutor(FaasExecutor):
         )
 
     def _check_name_available(self, app: str) -> None:
-        answer = self._arm_write(
+        answer = self._arm.write(
             "POST",
             f"/subscriptions/{self._subscription_id}/providers/Microsoft.Web/checknameavailability",
             _WEB_API,
@@ -715,7 +581,7 @@ class AzureFunctionExecutor(FaasExecutor):
     def _publish(self, site: _Site, package: bytes) -> None:
         """One deploy to the SCM host, then wait for Kudu to report the deployment's end."""
         scm = self._scm_base(site)
-        self._arm_request(
+        self._arm.request(
             "POST",
             f"{scm}/api/publish",
             None,
@@ -724,30 +590,36 @@ class AzureFunctionExecutor(FaasExecutor):
             headers={"Content-Type": "application/zip"},
             timeout=self._timeout(self._deploy_timeout_s),
         )
-        self._poll(lambda: self._deployment_step(scm), "the deployment to finish")
+        self._arm.poll(lambda: self._deployment_step(scm), "the deployment to finish")
 
     def _deployment_step(self, scm: str) -> bool | Pending:
-        response = self._arm_request("GET", f"{scm}/api/deployments/latest", None, missing_ok=True)
+        response = self._arm.request("GET", f"{scm}/api/deployments/latest", None, missing_ok=True)
         if response.status_code in (202, 404) or not response.content:
-            return Pending(f"HTTP {response.status_code}", _retry_after(response))
-        deployment = self._parse(_KuduDeployment, response)
+            return Pending(
+                f"HTTP {response.status_code}",
+                retry_after_s(response),
+            )
+        deployment = self._arm.parse(_KuduDeployment, response)
         if deployment.status == _DEPLOY_FAILED:
             raise PermanentInfrastructureError(
                 response_message(response, f"the deployment failed: {deployment.status_text}"),
                 provider=self.provider_name,
             )
         if deployment.status != _DEPLOY_SUCCEEDED:
-            return Pending(f"deployment status {deployment.status}", _retry_after(response))
+            return Pending(
+                f"deployment status {deployment.status}",
+                retry_after_s(response),
+            )
         return True
 
     def _wait_for_function(self, app: str) -> None:
-        self._poll(
+        self._arm.poll(
             lambda: True if self._function_listed(app) else Pending("not listed"),
             f"function {AZURE_FUNCTION_NAME} of {app} to be listed",
         )
 
     def _function_listed(self, app: str) -> bool:
-        listing = self._arm_get(f"{self._site_path(app)}/functions", _WEB_API)
+        listing = self._arm.get(f"{self._site_path(app)}/functions", _WEB_API)
         if listing is None:
             return False
         parsed = validate_reply(_Functions, listing, provider=self.provider_name, what="functions")
@@ -762,13 +634,13 @@ class AzureFunctionExecutor(FaasExecutor):
         path = f"{self._site_path(app)}/functions/{AZURE_FUNCTION_NAME}/listkeys"
 
         def step() -> str | Pending:
-            response = self._arm_request("POST", path, _WEB_API, None, missing_ok=True)
+            response = self._arm.request("POST", path, _WEB_API, None, missing_ok=True)
             keys = json_object_or_none(response.content) or {}
             # The wire is flat ({"default": ...}) though the spec wraps it in "properties".
             found = keys.get("default") or (keys.get("properties") or {}).get("default")
             return found if isinstance(found, str) and found else Pending("no key yet")
 
-        return self._poll(step, f"the key of function {AZURE_FUNCTION_NAME} of {app}"), None
+        return self._arm.poll(step, f"the key of function {AZURE_FUNCTION_NAME} of {app}"), None
 
     def _function_url(self, job_id: int) -> str:
         with self._hosts_lock:
@@ -802,7 +674,7 @@ class AzureFunctionExecutor(FaasExecutor):
         return host
 
     def _read_site(self, app: str) -> _Site | None:
-        site = self._arm_get(self._site_path(app), _WEB_API)
+        site = self._arm.get(self._site_path(app), _WEB_API)
         return (
             None
             if site is None
@@ -837,23 +709,6 @@ class AzureFunctionExecutor(FaasExecutor):
 
     # -- private helpers: small ones -----------------------------------------------------
 
-    def _poll(self, step: Callable[[], _Result | Pending], what: str) -> _Result:
-        return poll_until(
-            step, what=what, provider=self.provider_name, policy=self._policy, clock=self._clock
-        )
-
-    def _parse(self, model: type[_Reply], response: httpx.Response) -> _Reply:
-        return parse_reply(model, response, provider=self.provider_name)
-
-    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
-        body = json_object_or_none(response.content)
-        if body is None:
-            raise PermanentInfrastructureError(
-                f"{reply_name(response)} from ARM is not a JSON object",
-                provider=self.provider_name,
-            )
-        return body
-
     def _storage_path(self) -> str:
         return (
             f"{self._group_path()}/providers/Microsoft.Storage/storageAccounts/"
@@ -876,10 +731,6 @@ class AzureFunctionExecutor(FaasExecutor):
             write=self._control_timeout_s,
             pool=self._control_timeout_s,
         )
-
-
-_Result = TypeVar("_Result")
-_Reply = TypeVar("_Reply", bound=BaseModel)
 
 
 def _byte_array(value: object) -> bytes:
@@ -907,26 +758,6 @@ class _InvokeReplyBody(_Frozen):
 
 class _FailureBody(_Frozen):
     error: OptionalText = None
-
-
-class _ArmErrorDetail(_Frozen):
-    code: OptionalText = None
-    message: OptionalText = None
-
-
-class _Operation(_Frozen):
-    """An ``Azure-AsyncOperation`` status: InProgress, Succeeded, Failed or Canceled."""
-
-    status: str
-    error: _ArmErrorDetail | None = None
-
-
-class _ProvisioningState(_Frozen):
-    provisioningState: str | None = None
-
-
-class _Resource(_Frozen):
-    properties: _ProvisioningState | None = None
 
 
 class _HostNameSslState(_Frozen):
@@ -1072,10 +903,6 @@ def _container_name(app: str) -> str:
 def _timespan_seconds(text: str) -> int:
     hours, minutes, seconds = (int(part) for part in text.split(":"))
     return hours * 3600 + minutes * 60 + seconds
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    return parse_retry_after(response.headers.get("retry-after"))
 
 
 def _host_of(request: httpx.Request) -> str:
