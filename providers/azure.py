@@ -635,6 +635,8 @@ class AzureFunctionExecutor(FaasExecutor):
 
         def step() -> str | Pending:
             response = self._arm.request("POST", path, _WEB_API, None, missing_ok=True)
+            if response.status_code == 404 and self._read_site(app) is None:
+                raise NotDeployed(f"function app {app} is gone", provider=self.provider_name)
             keys = json_object_or_none(response.content) or {}
             # The wire is flat ({"default": ...}) though the spec wraps it in "properties".
             found = keys.get("default") or (keys.get("properties") or {}).get("default")

@@ -24,6 +24,7 @@ from providers.errors import (
     AuthError,
     FaasTimeout,
     InvalidConfig,
+    InvocationFailed,
     NotDeployed,
     PermanentInfrastructureError,
     Throttled,
@@ -185,6 +186,31 @@ def test_async_operations_are_polled_until_they_succeed(
     # Plan and site (Azure-AsyncOperation) and storage (Location): each polled 4 times.
     assert platform.count("GET", r"^/operations/") == 3 * 4
     assert clock.waits, "the polls waited between steps"
+
+
+def test_a_resource_still_provisioning_is_read_again_until_it_has(
+    platform: FakeAzure, executor: AzureFunctionExecutor, package: bytes
+) -> None:
+    storage = r"/storageAccounts/[^/]+$"
+    platform.script("GET", storage, 404, {"error": {"code": "ResourceNotFound"}})
+    creating = {"name": "s", "properties": {"provisioningState": "ResolvingDNS"}}
+    platform.script("GET", storage, 200, creating, times=2)
+
+    executor.deploy_job(4, package, CONFIG)
+
+    # The check, two reads still provisioning, one that has (then the executor goes on).
+    assert platform.count("GET", storage) == 4
+
+
+def test_a_resource_whose_provisioning_failed_is_reported(
+    platform: FakeAzure, executor: AzureFunctionExecutor, package: bytes
+) -> None:
+    storage = r"/storageAccounts/[^/]+$"
+    platform.script("GET", storage, 404, {"error": {"code": "ResourceNotFound"}})
+    platform.script("GET", storage, 200, {"properties": {"provisioningState": "Failed"}})
+
+    with pytest.raises(PermanentInfrastructureError, match="provisioning failed"):
+        executor.deploy_job(4, package, CONFIG)
 
 
 def test_a_failed_async_operation_is_reported_with_arms_code_and_message(
@@ -365,6 +391,17 @@ def test_a_key_refused_twice_is_an_auth_error(
 
     with pytest.raises(AuthError):
         executor.invoke(16, b"a")
+
+
+def test_an_app_removed_behind_the_executors_back_is_not_deployed(
+    platform: FakeAzure, executor: AzureFunctionExecutor, package: bytes
+) -> None:
+    executor.deploy_job(23, package, CONFIG)
+    executor.invoke(23, b"a")
+    azure_executor(platform).undeploy_job(23)
+
+    with pytest.raises((NotDeployed, InvocationFailed)):
+        executor.invoke(23, b"a")
 
 
 def test_threads_share_one_key_fetch(
