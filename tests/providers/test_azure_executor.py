@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from dispatcher import load_app
 from providers._poll import PollPolicy
 from providers.azure import ARM_SCOPE, AzureFunctionExecutor, AzureOptions
 from providers.base import FaasConfig
@@ -565,3 +566,18 @@ def test_constructing_an_executor_does_no_network_io() -> None:
 
     assert executor.app_name(1).startswith("blueprint-1-")
     executor.close()
+
+
+def test_the_readmes_azure_settings_file_is_an_app(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (example,) = re.findall(r"```toml\n(# blueprint\.toml \(Azure jobs\)\n.*?)```", readme, re.S)
+    path = tmp_path / "blueprint.toml"
+    path.write_text(example)
+
+    blueprint = load_app(str(path))
+
+    executor = blueprint.registry.get(1)
+    assert isinstance(executor, AzureFunctionExecutor)
+    assert (executor.region, executor.resource_group) == ("eastus", "blueprint-jobs")
+    config = executor.job_config(1)
+    assert (config.memory_mb, config.timeout_secs) == (2048, 120)
