@@ -398,55 +398,16 @@ class AzureFunctionExecutor(FaasExecutor):
         app = self.app_name(job_id)
         self._ensure_resource_group()
         storage = self._ensure_storage_account()
-        connection = self._storage_connection_string()
-        container = _container_name(app)
-        self._arm.write(
-            "PUT",
-            f"{storage.path}/blobServices/default/containers/{container}",
-            _STORAGE_API,
-            {"properties": {"publicAccess": "None"}},
-        )
-        if self._arm.get(self._site_path(app), _WEB_API) is None:
+        self._arm.write("PUT", storage.container_path(app), _STORAGE_API, {"properties": {}})
+        if self._read_site(app) is None:
             self._check_name_available(app)
-        plan_id = self._arm.write(
-            "PUT",
-            self._plan_path(app),
-            _WEB_API,
-            {
-                "location": self._region,
-                "kind": "functionapp",
-                "sku": {"tier": "FlexConsumption", "name": "FC1"},
-                "properties": {"reserved": True},
-            },
-        )["id"]
         settings = {
             **config.env_vars,
-            _STORAGE_SETTING: connection,
-            _DEPLOYMENT_STORAGE_SETTING: connection,
+            _STORAGE_SETTING: storage.connection_string,
+            _DEPLOYMENT_STORAGE_SETTING: storage.connection_string,
             _TIMEOUT_SETTING: _timespan(config.timeout_secs),
         }
-        site_body = self._arm.write(
-            "PUT",
-            self._site_path(app),
-            _WEB_API,
-            {
-                "location": self._region,
-                "kind": "functionapp,linux",
-                "properties": {
-                    "serverFarmId": plan_id,
-                    "httpsOnly": True,
-                    "functionAppConfig": {
-                        "deployment": _deployment_storage(storage.blob_endpoint, container),
-                        "runtime": {"name": "python", "version": self._python_version},
-                        "scaleAndConcurrency": scale,
-                    },
-                    "siteConfig": {
-                        "appSettings": [{"name": k, "value": v} for k, v in settings.items()]
-                    },
-                },
-            },
-        )
-        site = validate_reply(_Site, site_body, provider=self.provider_name, what="site")
+        site = self._put_site(app, self._put_plan(app), storage, scale, settings)
         self._publish(site, package)
         self._wait_for_function(app)
         self._remember_host(job_id, app, site)
@@ -482,9 +443,7 @@ class AzureFunctionExecutor(FaasExecutor):
         settings = self._arm.write(
             "POST", f"{self._site_path(app)}/config/appsettings/list", _WEB_API, None
         )
-        parsed = validate_reply(
-            _AppSettings, settings, provider=self.provider_name, what="app settings"
-        )
+        parsed = self._arm.validate(_AppSettings, settings, "app settings")
         timeout = parsed.properties.get(_TIMEOUT_SETTING)
         timeout_secs = _timespan_seconds(timeout) if timeout else 0
         self._remember_host(job_id, app, site)
@@ -500,7 +459,7 @@ class AzureFunctionExecutor(FaasExecutor):
         )
         plan = self._arm.get(self._plan_path(app), _WEB_API)
         if plan is not None:
-            farm = validate_reply(_Plan, plan, provider=self.provider_name, what="plan")
+            farm = self._arm.validate(_Plan, plan, "plan")
             if not farm.properties.numberOfSites:
                 self._arm.delete(self._plan_path(app), _WEB_API)
         with self._hosts_lock:
@@ -539,25 +498,63 @@ class AzureFunctionExecutor(FaasExecutor):
                     "properties": {"minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": False},
                 },
             )
-        parsed = validate_reply(
-            _StorageBody, account, provider=self.provider_name, what="storage account"
+        blob = self._arm.validate(_StorageBody, account, "storage account")
+        keys = self._arm.validate(
+            _StorageKeys,
+            self._arm.write("POST", f"{path}/listKeys", _STORAGE_API, None),
+            "storage keys",
         )
-        return _StorageAccount(path=path, blob_endpoint=parsed.properties.primaryEndpoints.blob)
-
-    def _storage_connection_string(self) -> str:
-        keys = self._arm.write("POST", f"{self._storage_path()}/listKeys", _STORAGE_API, None)
-        parsed = validate_reply(
-            _StorageKeys, keys, provider=self.provider_name, what="storage keys"
-        )
-        if not parsed.keys:
+        if not keys.keys:
             raise PermanentInfrastructureError(
                 f"storage account {self._storage_account} lists no keys",
                 provider=self.provider_name,
             )
-        return (
+        endpoint = blob.properties.primaryEndpoints.blob
+        # The endpoint's own suffix: core.windows.net in the public cloud, another elsewhere.
+        suffix = httpx.URL(endpoint).host.partition(".blob.")[2]
+        connection = (
             f"DefaultEndpointsProtocol=https;AccountName={self._storage_account};"
-            f"AccountKey={parsed.keys[0].value};EndpointSuffix=core.windows.net"
+            f"AccountKey={keys.keys[0].value};EndpointSuffix={suffix}"
         )
+        return _StorageAccount(path=path, blob_endpoint=endpoint, connection_string=connection)
+
+    def _put_plan(self, app: str) -> str:
+        """The app's own Flex plan (Flex holds one app per plan); its resource id."""
+        body = {
+            "location": self._region,
+            "kind": "functionapp",
+            "sku": {"tier": "FlexConsumption", "name": "FC1"},
+            "properties": {"reserved": True},
+        }
+        plan = self._arm.write("PUT", self._plan_path(app), _WEB_API, body)
+        return self._arm.validate(_Resource, plan, "plan").id
+
+    def _put_site(
+        self,
+        app: str,
+        plan_id: str,
+        storage: _StorageAccount,
+        scale: dict[str, Any],
+        settings: Mapping[str, str],
+    ) -> _Site:
+        body = {
+            "location": self._region,
+            "kind": "functionapp,linux",
+            "properties": {
+                "serverFarmId": plan_id,
+                "httpsOnly": True,
+                "functionAppConfig": {
+                    "deployment": _deployment_storage(storage.blob_endpoint, _container_name(app)),
+                    "runtime": {"name": "python", "version": self._python_version},
+                    "scaleAndConcurrency": scale,
+                },
+                "siteConfig": {
+                    "appSettings": [{"name": k, "value": v} for k, v in settings.items()]
+                },
+            },
+        }
+        site = self._arm.write("PUT", self._site_path(app), _WEB_API, body)
+        return self._arm.validate(_Site, site, "site")
 
     def _check_name_available(self, app: str) -> None:
         answer = self._arm.write(
@@ -566,9 +563,7 @@ class AzureFunctionExecutor(FaasExecutor):
             _WEB_API,
             {"name": app, "type": "Microsoft.Web/sites"},
         )
-        parsed = validate_reply(
-            _NameAvailability, answer, provider=self.provider_name, what="name availability"
-        )
+        parsed = self._arm.validate(_NameAvailability, answer, "name availability")
         if not parsed.nameAvailable:
             raise InvalidConfig(
                 f"the app name {app} is taken ({parsed.reason or 'unavailable'}): choose "
@@ -622,7 +617,7 @@ class AzureFunctionExecutor(FaasExecutor):
         listing = self._arm.get(f"{self._site_path(app)}/functions", _WEB_API)
         if listing is None:
             return False
-        parsed = validate_reply(_Functions, listing, provider=self.provider_name, what="functions")
+        parsed = self._arm.validate(_Functions, listing, "functions")
         return any(fn.name.rsplit("/", 1)[-1] == AZURE_FUNCTION_NAME for fn in parsed.value)
 
     def _function_key(self, host: str) -> Credential:
@@ -677,11 +672,7 @@ class AzureFunctionExecutor(FaasExecutor):
 
     def _read_site(self, app: str) -> _Site | None:
         site = self._arm.get(self._site_path(app), _WEB_API)
-        return (
-            None
-            if site is None
-            else validate_reply(_Site, site, provider=self.provider_name, what="site")
-        )
+        return None if site is None else self._arm.validate(_Site, site, "site")
 
     def _scm_base(self, site: _Site) -> str:
         for state in site.properties.hostNameSslStates:
@@ -839,9 +830,19 @@ class _KuduDeployment(_Frozen):
     status_text: OptionalText = None
 
 
+class _Resource(_Frozen):
+    id: str
+
+
 class _StorageAccount(_Frozen):
+    """The shared account: where it is, its blob endpoint, how apps reach it (a secret)."""
+
     path: str
     blob_endpoint: str
+    connection_string: str = Field(repr=False)
+
+    def container_path(self, app: str) -> str:
+        return f"{self.path}/blobServices/default/containers/{_container_name(app)}"
 
 
 def _scale_and_concurrency(config: FaasConfig) -> dict[str, Any]:
