@@ -8,6 +8,7 @@ once on 401, no ARM call per invocation. Undeploy removes the job's resources on
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -436,6 +437,25 @@ def test_a_worker_that_did_not_deploy_reads_the_host_from_arm_once(
     assert other.invoke(18, b"12") == b"21"
 
     assert platform.count("GET", site) == reads_before + 1
+
+
+def test_no_secret_reaches_a_log_line_or_the_executors_repr(
+    platform: FakeAzure,
+    executor: AzureFunctionExecutor,
+    package: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    executor.deploy_job(24, package, FaasConfig(timeout_secs=30, env_vars={"TOKEN": "env-s3cret"}))
+    executor.invoke(24, b"a")
+    platform.rotate_key(executor.app_name(24))
+    executor.invoke(24, b"b")
+    executor.get_deployment(24)
+
+    texts = [caplog.text, repr(executor), repr(executor._arm_http), repr(executor._calls)]
+    for secret in (platform.storage_key, platform.key_secret, platform.token_secret, "env-s3cret"):
+        assert all(secret not in text for text in texts), secret
+    assert caplog.records
 
 
 # -- health, warm, undeploy -------------------------------------------------------------
