@@ -118,7 +118,7 @@ class FakeDigitalOcean:
             actions = list(self._actions.values())
             self._actions.clear()
         for action in actions:
-            _stop_workers(action)
+            stop_workers(action)
         self._temp.cleanup()
 
     # -- what tests set up and read -------------------------------------------------------
@@ -232,7 +232,7 @@ class FakeDigitalOcean:
                 action = self._actions.pop((ns_name, name), None)
             if action is None:
                 return _ow_error(404, "The requested resource does not exist.")
-            _stop_workers(action)
+            stop_workers(action)
             return _Answer(200, action.record)
         if method == "POST":
             return self._invoke(ns_name, name, body, query)
@@ -280,7 +280,7 @@ class FakeDigitalOcean:
             }
             self._actions[key] = _Action(record, directory, parameters)
         if old is not None:
-            _stop_workers(old)
+            stop_workers(old)
         return _Answer(200, record)
 
     def _invoke(self, ns_name: str, name: str, body: bytes, query: dict[str, list[str]]) -> _Answer:
@@ -328,9 +328,9 @@ class FakeDigitalOcean:
         started = time.time()
         init_ms = None
         if worker is None:
-            worker = _start_worker(action.directory)
+            worker = start_worker(action.directory)
             init_ms = int((time.time() - started) * 1000)
-        reply = _ask(worker, args, timeout_s)
+        reply = ask(worker, args, timeout_s)
         duration_ms = int((time.time() - started) * 1000)
         if reply is None:
             worker.kill()
@@ -448,7 +448,7 @@ def _activation(
     }
 
 
-def _start_worker(directory: Path) -> subprocess.Popen[str]:
+def start_worker(directory: Path) -> subprocess.Popen[str]:
     # A clean environment: the job's env vars must arrive through the action's parameters.
     worker = subprocess.Popen(
         [sys.executable, str(_WORKER), str(directory)],
@@ -467,7 +467,7 @@ def _start_worker(directory: Path) -> subprocess.Popen[str]:
     return worker
 
 
-def _ask(worker: subprocess.Popen[str], args: dict[str, Any], timeout_s: float) -> Any:
+def ask(worker: subprocess.Popen[str], args: dict[str, Any], timeout_s: float) -> Any:
     assert worker.stdin is not None
     worker.stdin.write(json.dumps({"args": args}) + "\n")
     worker.stdin.flush()
@@ -486,7 +486,7 @@ def _read_line(worker: subprocess.Popen[str], timeout_s: float) -> Any:
     return json.loads(line[0])
 
 
-def _stop_workers(action: _Action) -> None:
+def stop_workers(action: _Action) -> None:
     with action.lock:
         workers, action.idle = action.idle, []
     for worker in workers:
