@@ -32,8 +32,13 @@ from pydantic_core import to_json
 from providers._auth import HeaderAuth
 from providers._durations import to_seconds
 from providers._http import ErrorDetail, truncate_message
-from providers._openwhisk import Action, Activation, OpenWhiskClient, check_response
-from providers._openwhisk import error_message_of as _error_message_of
+from providers._openwhisk import (
+    Action,
+    Activation,
+    OpenWhiskClient,
+    check_response,
+    error_message_of,
+)
 from providers._poll import PollPolicy, poll_until
 from providers._pool import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_LIMITS, HttpSettings, PooledClient
 from providers._rate_limit import InvocationLimiter, shared_limiter
@@ -466,7 +471,7 @@ class DigitalOceanExecutor(FaasExecutor):
         error_type = _ACTIVATION_ERRORS.get(status_text, PermanentInfrastructureError)
         if activation.annotation(_TIMED_OUT_ANNOTATION) is True:
             error_type = FaasTimeout
-        reason = _error_message_of(activation) or "no reason given"
+        reason = error_message_of(activation) or "no reason given"
         return error_type(
             truncate_message(
                 f"{name} activation {activation.activation_id}: "
@@ -512,7 +517,7 @@ class DigitalOceanExecutor(FaasExecutor):
             response,
             provider=self.provider_name,
             throttle_retry_after_s=self._throttle_retry_after_s,
-            error_body=read_do_error,
+            error_body=_read_do_error,
         )
 
     def _timeout(self, read_s: float) -> httpx.Timeout:
@@ -569,7 +574,7 @@ class _DoError(BaseModel):
     message: OptionalText = None
 
 
-def read_do_error(body: Any) -> ErrorDetail | None:
+def _read_do_error(body: Any) -> ErrorDetail | None:
     """Read DigitalOcean's ``{"id": "too_many_requests", "message": ...}`` error body."""
     if not isinstance(body, dict):
         return None

@@ -16,7 +16,9 @@ from textwrap import dedent
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from dispatcher.cli import cli
 from dispatcher.settings import ENV_PREFIX
 from providers.base import FaasConfig
 from providers.digitalocean import DEFAULT_NAMESPACE_LABEL, DigitalOceanExecutor
@@ -263,3 +265,38 @@ def test_a_job_on_digitalocean_runs_through_runner_redis_and_worker(
     )
     assert fake.invocations_of("blueprint-job-1") == 1
     assert TOKEN not in worker.output()
+
+
+def test_the_cli_deploys_and_checks_a_job_declared_on_digitalocean(
+    fake: FakeDigitalOcean, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mymod.py").write_text(
+        "def square(payload):\n    return bytes(b * b % 256 for b in payload)\n"
+    )
+    app_file = tmp_path / "blueprint.toml"
+    app_file.write_text(
+        dedent(
+            f"""
+            [faas.jobs.4]
+            provider = "digitalocean"
+            memory_mb = 256
+            timeout_secs = 60
+            [faas.jobs.4.options]
+            region = "sgp1"
+            api_base_url = "{fake.url}"
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    env = {"DIGITALOCEAN_TOKEN": TOKEN}
+    deploy = ["deploy", "4", "--app", str(app_file), "--handler", "mymod:square"]
+    deploy += ["--source", str(tmp_path / "mymod.py"), "--memory", "256", "--timeout", "60"]
+
+    deployed = CliRunner().invoke(cli, deploy, env=env)
+    health = CliRunner().invoke(cli, ["health", "4", "--app", str(app_file), "--json"], env=env)
+
+    assert deployed.exit_code == 0, deployed.output
+    assert health.exit_code == 0, health.output
+    assert json.loads(health.stdout) == {"healthy": True, "job_id": 4}
+    assert TOKEN not in deployed.output + health.output
+    assert any(ns.record["region"] == "sgp1" for ns in fake.namespaces)
