@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from dispatcher import load_app
 from dispatcher.cli import cli
 from dispatcher.settings import ENV_PREFIX
 from providers.base import FaasConfig
@@ -300,3 +302,22 @@ def test_the_cli_deploys_and_checks_a_job_declared_on_digitalocean(
     assert json.loads(health.stdout) == {"healthy": True, "job_id": 4}
     assert TOKEN not in deployed.output + health.output
     assert any(ns.record["region"] == "sgp1" for ns in fake.namespaces)
+
+
+def test_the_readmes_digitalocean_example_is_an_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (example,) = re.findall(
+        r"```toml\n(# blueprint\.toml \(a DigitalOcean job\)\n.*?)```", readme, re.DOTALL
+    )
+    path = tmp_path / "blueprint.toml"
+    path.write_text(example)
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", TOKEN)
+
+    blueprint = load_app(str(path))
+
+    executor = blueprint.registry.get(4)
+    assert isinstance(executor, DigitalOceanExecutor)
+    assert executor.region == "ams3"
+    assert executor.job_config(4) == FaasConfig(memory_mb=256, timeout_secs=60)
