@@ -22,27 +22,28 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, ClassVar, Self
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 from pydantic_core import to_json
 
 from providers._auth import HeaderAuth
+from providers._do_namespaces import Namespace, find_or_create_namespace
 from providers._durations import to_seconds
-from providers._http import ErrorDetail, truncate_message
+from providers._http import truncate_message
 from providers._openwhisk import (
     Action,
     Activation,
     OpenWhiskClient,
-    check_response,
     error_message_of,
 )
 from providers._poll import PollPolicy, poll_until
 from providers._pool import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_LIMITS, HttpSettings, PooledClient
 from providers._rate_limit import InvocationLimiter, shared_limiter
-from providers._replies import OptionalText, parse_reply, validate_reply
+from providers._replies import OptionalText, validate_reply
 from providers.base import (
     FUNCTION_NAME_PREFIX,
     FaasConfig,
@@ -151,8 +152,6 @@ _TIMED_OUT_ANNOTATION = "timeout"
 # Present on a cold start only: the milliseconds the runtime spent in /init.
 _COLD_START_ANNOTATION = "initTime"
 _DEPLOY_OVERRIDES: Mapping[int, type[FaasError]] = {400: InvalidConfig}
-# DigitalOcean answers 422 "namespace limit reached" at 10 namespaces per account.
-_NAMESPACE_LIMIT_STATUS = 422
 
 
 class DigitalOceanExecutor(FaasExecutor):
@@ -381,33 +380,17 @@ class DigitalOceanExecutor(FaasExecutor):
         """The namespace and its clients, found (or created) on first use, then cached."""
         with self._namespace_lock:
             if self._bound is None:
-                self._bound = self._bind(self._find_or_create_namespace())
+                namespace = find_or_create_namespace(
+                    self._api,
+                    self._namespace_label,
+                    self._region,
+                    provider=self.provider_name,
+                    throttle_retry_after_s=self._throttle_retry_after_s,
+                )
+                self._bound = self._bind(namespace)
             return self._bound
 
-    def _find_or_create_namespace(self) -> _Namespace:
-        response = self._api.request("GET", "/v2/functions/namespaces")
-        self._check_api(response)
-        listed = parse_reply(_NamespaceList, response, provider=self.provider_name)
-        for namespace in listed.namespaces:
-            if namespace.label == self._namespace_label and namespace.region == self._region:
-                return namespace
-        response = self._api.request(
-            "POST",
-            "/v2/functions/namespaces",
-            json={"label": self._namespace_label, "region": self._region},
-        )
-        if response.status_code == _NAMESPACE_LIMIT_STATUS:
-            raise PermanentInfrastructureError(
-                f"cannot create the namespace {self._namespace_label!r} in {self._region}: the "
-                "account is at DigitalOcean's limit of namespaces; delete one, or set "
-                "namespace_label to an existing namespace of this region",
-                provider=self.provider_name,
-                status=response.status_code,
-            )
-        self._check_api(response)
-        return parse_reply(_NamespaceCreated, response, provider=self.provider_name).namespace
-
-    def _bind(self, namespace: _Namespace) -> _BoundNamespace:
+    def _bind(self, namespace: Namespace) -> _BoundNamespace:
         http = PooledClient(
             HttpSettings(
                 base_url=_absolute_http_url(namespace.api_host).rstrip("/"),
@@ -512,14 +495,6 @@ class DigitalOceanExecutor(FaasExecutor):
             package_size_bytes=package_size_bytes,
         )
 
-    def _check_api(self, response: httpx.Response) -> None:
-        check_response(
-            response,
-            provider=self.provider_name,
-            throttle_retry_after_s=self._throttle_retry_after_s,
-            error_body=_read_do_error,
-        )
-
     def _timeout(self, read_s: float) -> httpx.Timeout:
         return httpx.Timeout(
             connect=self._connect_timeout_s,
@@ -529,59 +504,13 @@ class DigitalOceanExecutor(FaasExecutor):
         )
 
 
+@dataclass(frozen=True, slots=True)
 class _BoundNamespace:
     """The namespace found, its OpenWhisk client, and the process's limiter for it."""
 
-    def __init__(
-        self, namespace: _Namespace, actions: OpenWhiskClient, limiter: InvocationLimiter
-    ) -> None:
-        self.namespace = namespace
-        self.actions = actions
-        self.limiter = limiter
-
-
-class _Namespace(BaseModel):
-    """A namespace as DigitalOcean lists it (it has no ``id`` field: ``namespace`` is the id)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    api_host: str
-    namespace: str
-    uuid: str
-    key: str = Field(repr=False)
-    label: str
-    region: str
-
-
-class _NamespaceList(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    namespaces: tuple[_Namespace, ...] = ()
-
-
-class _NamespaceCreated(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    namespace: _Namespace
-
-
-class _DoError(BaseModel):
-    """DigitalOcean's error body: ``{id, message, request_id}``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: OptionalText = None
-    message: OptionalText = None
-
-
-def _read_do_error(body: Any) -> ErrorDetail | None:
-    """Read DigitalOcean's ``{"id": "too_many_requests", "message": ...}`` error body."""
-    if not isinstance(body, dict):
-        return None
-    parsed = _DoError.model_validate(body)
-    if parsed.id is None and parsed.message is None:
-        return None
-    return ErrorDetail(code=parsed.id, message=parsed.message)
+    namespace: Namespace
+    actions: OpenWhiskClient
+    limiter: InvocationLimiter
 
 
 def _core_bytes(value: object) -> bytes:

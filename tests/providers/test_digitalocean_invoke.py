@@ -8,6 +8,7 @@ ended first), ``ActivationResult.scala`` (the ``response.status`` texts) and
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,14 @@ from providers.errors import (
     Throttled,
     TransientInfrastructureError,
 )
-from tests.providers.test_digitalocean_control_plane import API_HOST, NAMESPACES, NS, namespace_info
+from tests.providers.test_digitalocean_control_plane import (
+    API_HOST,
+    KEY,
+    NAMESPACES,
+    NS,
+    UUID,
+    namespace_info,
+)
 
 INVOKE = f"{API_HOST}/api/v1/namespaces/{NS}/actions/blueprint-job-3"
 ACTIVATION_ID = "3f1e5c9a0b8d4e2fae5c9a0b8d4e2f11"
@@ -91,10 +99,17 @@ def test_a_blocking_invoke_sends_the_request_and_returns_the_output(
     api: respx.MockRouter, executor: DigitalOceanExecutor
 ) -> None:
     route = api.post(INVOKE).respond(200, json=record(result=core_reply(b"hi")))
+    lookup = api.get(INVOKE).respond(200, json={})
 
     assert executor.invoke(3, b"\x00\x01\xff") == b"hi"
+    assert executor.invoke(3, b"\x00\x01\xff") == b"hi"
 
+    # One POST per call, with the namespace's credentials, and no GET of the action first.
+    assert route.call_count == 2
+    assert not lookup.called
     request = route.calls.last.request
+    credentials = base64.b64encode(f"{UUID}:{KEY}".encode()).decode()
+    assert request.headers["Authorization"] == f"Basic {credentials}"
     # blocking=true alone: result=true would answer the bare result, without the metrics.
     assert dict(request.url.params) == {"blocking": "true"}
     assert json.loads(request.content) == {"job_id": 3, "args": [0, 1, 255]}
