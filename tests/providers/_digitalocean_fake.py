@@ -357,6 +357,9 @@ class FakeDigitalOcean:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the body would wait for
+            # the client's delayed ACK (40 ms) on every reused connection.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -492,3 +495,14 @@ def stop_workers(action: _Action) -> None:
     for worker in workers:
         worker.kill()
         worker.wait()
+
+
+def _serve_until_stopped() -> None:
+    """``python -m tests.providers._digitalocean_fake TOKEN``: serve, print the URL, wait."""
+    with FakeDigitalOcean(sys.argv[1]) as fake:
+        print(f"serving {fake.url}", flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    _serve_until_stopped()
