@@ -59,6 +59,7 @@ from providers.errors import (
     InvalidConfig,
     NotDeployed,
     PermanentInfrastructureError,
+    SerializationError,
     TransientInfrastructureError,
 )
 from providers.limits import ProviderLimits, limits_over
@@ -376,6 +377,12 @@ class DigitalOceanExecutor(FaasExecutor):
 
     # -- private helpers ----------------------------------------------------------------
 
+    def _request_size(self, job_id: int, payload: bytes) -> int:
+        # The action's parameters (the env vars) count toward the 1 MB of input parameters.
+        size = super()._request_size(job_id, payload)
+        env = self.job_config(job_id).env_vars
+        return size + len(to_json(dict(env))) if env else size
+
     def _namespace(self) -> _BoundNamespace:
         """The namespace and its clients, found (or created) on first use, then cached."""
         with self._namespace_lock:
@@ -391,9 +398,16 @@ class DigitalOceanExecutor(FaasExecutor):
             return self._bound
 
     def _bind(self, namespace: Namespace) -> _BoundNamespace:
+        try:
+            api_host = _absolute_http_url(namespace.api_host).rstrip("/")
+        except ValueError:
+            raise SerializationError(
+                f"namespace {namespace.namespace}'s api_host is not an absolute http(s) URL",
+                provider=self.provider_name,
+            ) from None
         http = PooledClient(
             HttpSettings(
-                base_url=_absolute_http_url(namespace.api_host).rstrip("/"),
+                base_url=api_host,
                 timeout=self._timeout(self._control_timeout_s),
                 auth=httpx.BasicAuth(namespace.uuid, namespace.key),
                 limits=DEFAULT_LIMITS,

@@ -26,6 +26,7 @@ from providers.errors import (
     NotDeployed,
     PayloadTooLarge,
     PermanentInfrastructureError,
+    SerializationError,
     Throttled,
     TransientInfrastructureError,
 )
@@ -284,10 +285,8 @@ def test_a_reply_that_is_not_the_handler_cores_is_a_serialization_error(
 ) -> None:
     api.post(INVOKE).respond(200, json=record(result={"result": "not bytes"}))
 
-    with pytest.raises(Exception, match="malformed") as caught:
+    with pytest.raises(SerializationError, match="malformed"):
         executor.invoke(3, b"x")
-
-    assert caught.value.__class__.__name__ == "SerializationError"
 
 
 def test_a_request_over_one_megabyte_is_refused_before_anything_is_sent(
@@ -299,3 +298,29 @@ def test_a_request_over_one_megabyte_is_refused_before_anything_is_sent(
         executor.invoke(3, bytes([200]) * 300_000)  # 1.2 MB as JSON digits
 
     assert not route.called
+
+
+def test_the_env_parameter_counts_toward_the_one_megabyte_of_input(
+    api: respx.MockRouter, executor: DigitalOceanExecutor
+) -> None:
+    route = api.post(INVOKE).respond(200, json=record(result=core_reply(b"")))
+    payload = bytes(200_000)  # about 400 KB as JSON digits
+    executor.invoke(3, payload)
+    executor.configure_job(3, FaasConfig(env_vars={"BIG": "x" * 700_000}))
+
+    with pytest.raises(PayloadTooLarge):
+        executor.invoke(3, payload)
+
+    assert route.call_count == 1
+
+
+def test_a_namespace_whose_api_host_is_not_a_url_is_a_serialization_error(
+    api: respx.MockRouter,
+) -> None:
+    api.get(NAMESPACES).respond(
+        200, json={"namespaces": [namespace_info(region="sfo3", api_host="not a url")]}
+    )
+    executor = DigitalOceanExecutor(TOKEN, "sfo3")
+
+    with pytest.raises(SerializationError, match="api_host"):
+        executor.invoke(3, b"x")
