@@ -17,10 +17,12 @@ import httpx
 import pytest
 import respx
 
+from providers import digitalocean
 from providers.base import FaasConfig
 from providers.digitalocean import DigitalOceanExecutor
 from providers.errors import (
     AuthError,
+    FaasError,
     FaasTimeout,
     FunctionError,
     NotDeployed,
@@ -28,6 +30,7 @@ from providers.errors import (
     PermanentInfrastructureError,
     SerializationError,
     Throttled,
+    TransientFaasError,
     TransientInfrastructureError,
 )
 from tests.providers.test_digitalocean_control_plane import (
@@ -324,3 +327,30 @@ def test_a_namespace_whose_api_host_is_not_a_url_is_a_serialization_error(
 
     with pytest.raises(SerializationError, match="api_host"):
         executor.invoke(3, b"x")
+
+
+ACTIVATION_STATUSES = {
+    "application error": FunctionError,
+    "action developer error": FunctionError,
+    "whisk internal error": TransientInfrastructureError,
+}
+
+
+def test_every_mapped_activation_status_is_covered_by_this_suite() -> None:
+    assert dict(digitalocean._ACTIVATION_ERRORS) == ACTIVATION_STATUSES
+
+
+@pytest.mark.parametrize(("status", "error_type"), ACTIVATION_STATUSES.items())
+def test_a_failed_activation_is_typed_by_its_status_and_retryable_by_its_family(
+    api: respx.MockRouter,
+    executor: DigitalOceanExecutor,
+    status: str,
+    error_type: type[FaasError],
+) -> None:
+    api.post(INVOKE).respond(502, json=record(status, {"error": "why"}))
+
+    with pytest.raises(error_type) as caught:
+        executor.invoke(3, b"x")
+
+    assert caught.value.retryable is isinstance(caught.value, TransientFaasError)
+    assert caught.value.provider == "digitalocean"
