@@ -48,6 +48,8 @@ HANDLERS = dedent(
 )
 RUN_TIMEOUT_S = 60.0
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def sources(tmp_path: Path) -> list[Path]:
