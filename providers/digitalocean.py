@@ -440,9 +440,10 @@ class DigitalOceanExecutor(FaasExecutor):
         started = time.monotonic()
         # The slot is held while a 202's activation is polled: the action is still running.
         with bound.limiter.slot(budget_s):
-            invoked = bound.actions.invoke(
-                name, content, timeout=self._timeout(min(budget_s, _BLOCKING_WAIT_MAX_S))
-            )
+            # The platform answers 202 by _BLOCKING_WAIT_MAX_S at the latest; the margin
+            # lets that answer arrive before our read timeout fires.
+            read_s = min(budget_s, _BLOCKING_WAIT_MAX_S + self._invoke_margin_s)
+            invoked = bound.actions.invoke(name, content, timeout=self._timeout(read_s))
             activation = invoked.record
             status: int | None = invoked.http_status
             if activation is None:
