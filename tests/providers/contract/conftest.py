@@ -17,7 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.providers._digitalocean_fake import FakeDigitalOcean
 from tests.providers.contract._custom import ContractFront, CustomDriver
+from tests.providers.contract._digitalocean import DigitalOceanDriver
 from tests.providers.contract._driver import EXECUTOR_KINDS, ContractDriver, executor_kind
 from tests.providers.reference_server._support import ServerProcess
 
@@ -45,6 +47,16 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]
             driver.executor.close()
     finally:
         server.stop()
+
+
+@executor_kind
+def digitalocean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """The local fake of DigitalOcean's namespaces API and OpenWhisk API, running the actions."""
+    work_dir = tmp_path_factory.mktemp("contract-digitalocean")
+    with FakeDigitalOcean(f"dop_v1_{secrets.token_hex(16)}", work_dir) as fake:
+        driver = DigitalOceanDriver(fake, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
+        yield driver
+        driver.executor.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
