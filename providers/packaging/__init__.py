@@ -7,7 +7,8 @@ and out of the runtime, all written by one reproducible zip writer (``_zip``).
 
 Adapters, one module each: :mod:`providers.packaging.custom` (the Custom FaaS contract's
 executable ``bootstrap``), :mod:`providers.packaging.azure` (an Azure Functions Python v2 app,
-``function_app.py``). A new runtime is one more module here whose builder hands its
+``function_app.py``), :mod:`providers.packaging.digitalocean` (an OpenWhisk Python zip
+action's ``__main__.py``). A new runtime is one more module here whose builder hands its
 entry-point source to ``_core.python_package``; its provider names that builder in its
 ``PROVIDER`` declaration (:mod:`providers.registry`).
 """
@@ -27,6 +28,7 @@ from providers.packaging.custom import (
     build_custom_package,
     build_shell_package,
 )
+from providers.packaging.digitalocean import ENV_PARAMETER, build_digitalocean_package
 
 __all__ = [  # noqa: RUF022  (grouped by purpose)
     # What every package shares
@@ -41,6 +43,9 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     "build_shell_package",
     # Azure Functions' Python runtime
     "build_azure_package",
+    # DigitalOcean Functions' OpenWhisk Python runtime
+    "ENV_PARAMETER",
+    "build_digitalocean_package",
 ]
 
 

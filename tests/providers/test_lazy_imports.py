@@ -78,7 +78,11 @@ def test_providers_and_dispatcher_import_without_any_extra() -> None:
         }))
         """
     )
-    assert result == {"providers": ["azure", "custom"], "executor": "custom", "loaded": []}
+    assert result == {
+        "providers": ["azure", "custom", "digitalocean"],
+        "executor": "custom",
+        "loaded": [],
+    }
 
 
 def test_a_provider_whose_sdk_is_missing_names_its_extra_at_first_use() -> None:
