@@ -6,7 +6,8 @@ Every provider runs code under its own contract, so a package is one shared *han
 and out of the runtime, all written by one reproducible zip writer (``_zip``).
 
 Adapters, one module each: :mod:`providers.packaging.custom` (the Custom FaaS contract's
-executable ``bootstrap``). A new runtime is one more module here whose builder hands its
+executable ``bootstrap``), :mod:`providers.packaging.gcp` (a Cloud Functions source zip served
+by functions-framework). A new runtime is one more module here whose builder hands its
 entry-point source to ``_core.python_package``; its provider names that builder in its
 ``PROVIDER`` declaration (:mod:`providers.registry`).
 """
@@ -25,6 +26,7 @@ from providers.packaging.custom import (
     build_custom_package,
     build_shell_package,
 )
+from providers.packaging.gcp import ENTRY_POINT, build_gcp_package
 
 __all__ = [  # noqa: RUF022  (grouped by purpose)
     # What every package shares
@@ -37,6 +39,9 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     "DEFAULT_PYTHON",
     "build_custom_package",
     "build_shell_package",
+    # Cloud Functions (2nd gen)
+    "ENTRY_POINT",
+    "build_gcp_package",
 ]
 
 

@@ -159,11 +159,11 @@ def test_the_app_tables_are_not_knobs_but_other_keys_still_are(tmp_path: Path) -
     [
         (
             '[faas.jobs.1]\nprovider = "aws"\n',
-            "faas.jobs.1.provider: unknown provider 'aws' (known: custom)",
+            "faas.jobs.1.provider: unknown provider 'aws' (known: custom, gcp)",
         ),
         (
-            '[faas.options.gcp]\nproject = "p"\n',
-            "faas.options.gcp: unknown provider 'gcp' (known: custom)",
+            '[faas.options.nimbus]\nproject = "p"\n',
+            "faas.options.nimbus: unknown provider 'nimbus' (known: custom, gcp)",
         ),
         ("[faas.jobs.1]\nmemory_mb = 256\n", "faas.jobs.1.provider: expected a provider name"),
         ("[faas.options]\ncustom = 3\n", "faas.options.custom: expected a table"),
@@ -248,7 +248,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         """,
     )
     assert message.split("; ") == [
-        "faas.jobs.1.provider: unknown provider 'aws' (known: custom)",
+        "faas.jobs.1.provider: unknown provider 'aws' (known: custom, gcp)",
         "faas.jobs.2.bogus: unknown key",
     ]
 
