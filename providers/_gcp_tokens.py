@@ -13,7 +13,8 @@ Where the credentials come from, in order:
   through the IAM Credentials API. The base identity needs ``roles/iam.serviceAccountTokenCreator``
   on it. This is how user credentials (``gcloud auth application-default login``), which
   cannot mint ID tokens, invoke functions.
-- ``credentials_file``: a ``service_account`` or ``impersonated_service_account`` JSON file.
+- ``credentials_file``: a ``service_account`` or ``impersonated_service_account`` JSON file
+  (other types are refused: google-auth warns against loading a file of unknown type).
 - Application Default Credentials: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's ADC file, then
   the metadata server (Compute Engine, Cloud Run, GKE).
 
@@ -42,10 +43,11 @@ __all__ = ["CLOUD_PLATFORM_SCOPE", "GoogleTokens", "TokenProvider"]
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _PROVIDER = "gcp"
-_ID_TOKEN_FILE_TYPES = ("service_account", "impersonated_service_account")
+_SERVICE_ACCOUNT_FILE_TYPES = ("service_account", "impersonated_service_account")
 _USER_CREDENTIALS_HINT = (
-    "user credentials cannot mint ID tokens: set impersonate_service_account to a service "
-    "account you may create tokens for (roles/iam.serviceAccountTokenCreator)"
+    "for user credentials, which cannot mint ID tokens, leave credentials_file unset and set "
+    "impersonate_service_account to a service account you may create tokens for "
+    "(roles/iam.serviceAccountTokenCreator)"
 )
 
 
@@ -133,14 +135,11 @@ class GoogleTokens:
             return self._admin
 
     def _base_credentials(self) -> Credentials:
+        if self._credentials_file is not None:
+            return _access_credentials_from_file(self._credentials_file)
         import google.auth
 
-        if self._credentials_file is not None:
-            credentials, _ = google.auth.load_credentials_from_file(
-                str(self._credentials_file), scopes=[CLOUD_PLATFORM_SCOPE]
-            )
-        else:
-            credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
         return credentials
 
     def _impersonated(self, base: Credentials) -> Credentials:
@@ -172,20 +171,49 @@ class GoogleTokens:
         return credentials
 
 
-def _id_token_credentials_from_file(path: Path, audience: str) -> Credentials:
+def _service_account_info(path: Path) -> dict[str, Any]:
+    """The file's JSON, when it holds a (possibly impersonated) service account.
+
+    Loaded by type, as google-auth asks of files from outside: user credentials
+    (``authorized_user``) and external-account configurations are refused here.
+    """
     try:
         info: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise AuthError(
             f"cannot read the credentials file {path}: {type(error).__name__}", provider=_PROVIDER
         ) from None
-    kind = info.get("type")
-    if kind not in _ID_TOKEN_FILE_TYPES:
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind not in _SERVICE_ACCOUNT_FILE_TYPES:
         raise AuthError(
-            f"the credentials file {path} holds {kind!r} credentials; {_USER_CREDENTIALS_HINT}",
+            f"the credentials file {path} holds {kind!r} credentials, not a service account; "
+            f"{_USER_CREDENTIALS_HINT}",
             provider=_PROVIDER,
         )
-    if kind == "service_account":
+    return info
+
+
+def _access_credentials_from_file(path: Path) -> Credentials:
+    info = _service_account_info(path)
+    if info["type"] == "service_account":
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(
+            info, scopes=[CLOUD_PLATFORM_SCOPE]
+        )
+    from google.auth import impersonated_credentials
+
+    credentials: Credentials = (
+        impersonated_credentials.Credentials.from_impersonated_service_account_info(
+            info, scopes=[CLOUD_PLATFORM_SCOPE]
+        )
+    )
+    return credentials
+
+
+def _id_token_credentials_from_file(path: Path, audience: str) -> Credentials:
+    info = _service_account_info(path)
+    if info["type"] == "service_account":
         from google.oauth2 import service_account
 
         return service_account.IDTokenCredentials.from_service_account_info(
