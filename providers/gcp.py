@@ -152,10 +152,10 @@ class GcpOptions(ProviderOptions):
     a service-account file named here, or impersonation of a service account.
     """
 
-    project_id: Annotated[str, Field(pattern=_PROJECT_ID.pattern)]
-    region: Annotated[str, Field(pattern=_REGION.pattern)]
+    project_id: Annotated[str, Field(pattern=f"^{_PROJECT_ID.pattern}$")]
+    region: Annotated[str, Field(pattern=f"^{_REGION.pattern}$")]
     function_prefix: str = FUNCTION_NAME_PREFIX
-    runtime: Annotated[str, Field(pattern=_RUNTIME.pattern)] = DEFAULT_RUNTIME
+    runtime: Annotated[str, Field(pattern=f"^{_RUNTIME.pattern}$")] = DEFAULT_RUNTIME
     credentials_file: Path | None = None
     impersonate_service_account: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
     api_base_url: str = DEFAULT_API_BASE_URL
