@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
+from providers.packaging.gcp import ENTRY_POINT
 from tests.processes import free_port, stop_process
 
 PROJECT = "blueprint-test"
@@ -71,7 +72,7 @@ _CODES = {
 }
 
 
-def _generate_key() -> tuple[str, str]:
+def generate_rsa_key() -> tuple[str, str]:
     """A fresh RSA key pair as PEM text: (private, public)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
@@ -156,8 +157,8 @@ class GcpPlatform:
         self._revoked_id_tokens: set[str] = set()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._sa_private, self._sa_public = _generate_key()
-        self._google_private, self._google_public = _generate_key()
+        self._sa_private, self._sa_public = generate_rsa_key()
+        self._google_private, self._google_public = generate_rsa_key()
         self._google_signer = crypt.RSASigner.from_string(self._google_private, "google-key")
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -602,22 +603,45 @@ class _DeployFailed(Exception):
 
 def _start_backend(source_dir: Path, resource: dict[str, Any]) -> _Backend:
     service = resource.get("serviceConfig", {})
-    port = free_port()
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
         "K_SERVICE": resource["name"].rsplit("/", 1)[-1],
         "K_REVISION": service.get("revision", "1"),
-        # One worker process, as an instance with maxInstanceRequestConcurrency 1 has.
-        "WORKERS": "1",
         **service.get("environmentVariables", {}),
     }
-    entry_point = resource["buildConfig"]["entryPoint"]
+    return _start_functions_framework(source_dir, resource["buildConfig"]["entryPoint"], env)
+
+
+@contextlib.contextmanager
+def serving(package: bytes, directory: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Unpack a source zip into ``directory`` and serve it as the runtime does; yield its URL.
+
+    For tests of the package alone: no platform, no tokens.
+    """
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        archive.extractall(directory)
+    backend = _start_functions_framework(directory, ENTRY_POINT, dict(env or {}))
+    try:
+        yield f"http://127.0.0.1:{backend.port}/"
+    finally:
+        _stop(backend)
+
+
+def _start_functions_framework(
+    source_dir: Path, entry_point: str, env: Mapping[str, str]
+) -> _Backend:
+    port = free_port()
+    process_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        # One worker process, as an instance with maxInstanceRequestConcurrency 1 has.
+        "WORKERS": "1",
+        **env,
+    }
     command = [sys.executable, "-m", "functions_framework", "--target", entry_point]
     command += ["--source", str(source_dir / "main.py"), "--host", "127.0.0.1"]
     command += ["--port", str(port)]
     process = subprocess.Popen(
-        command, cwd=source_dir, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+        command, cwd=source_dir, env=process_env, start_new_session=True, stdout=subprocess.DEVNULL
     )
     backend = _Backend(process, port)
     deadline = time.monotonic() + _READY_DEADLINE_S
