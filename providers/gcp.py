@@ -649,7 +649,15 @@ class CloudFunctionExecutor(FaasExecutor):
 
 
 def _audience(request: httpx.Request) -> str:
-    return safe_url(request.url)
+    """The URI a request is posted to, which is its ID token's audience (``serviceConfig.uri``).
+
+    The URL's own text, which keeps a URI without a path as it is (the parsed path would add
+    a "/", and an audience must match exactly); not parsed again, since this runs on every
+    invocation.
+    """
+    url = request.url
+    text = str(url)
+    return text.split("?", 1)[0] if url.query else text
 
 
 def _field_paths(body: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -52,6 +52,7 @@ class CountingTokens:
     def __init__(self) -> None:
         self.access = 0
         self.id = 0
+        self.audiences: list[str] = []
 
     def access_token(self) -> Credential:
         self.access += 1
@@ -59,6 +60,7 @@ class CountingTokens:
 
     def id_token(self, audience: str) -> Credential:
         self.id += 1
+        self.audiences.append(audience)
         return f"id-token-{self.id}", None
 
 
@@ -503,6 +505,22 @@ def test_invoke_statuses_map_to_their_kinds(
 
     assert caught.value.status == status
     assert caught.value.retry_after_s == (3.0 if caught.value.retryable else None)
+
+
+def test_an_invoke_posts_to_the_uri_with_an_id_token_for_exactly_that_uri(
+    executor: CloudFunctionExecutor, api: respx.MockRouter, tokens: CountingTokens
+) -> None:
+    get = api.get(f"{API}/{NAME}").respond(json=function())
+    invoke = api.post(URI).respond(json={"result": [1, 2], "success": True, "fresh": True})
+
+    assert executor.invoke(3, b"x") == b"\x01\x02"
+    assert executor.invoke(3, b"y") == b"\x01\x02"
+
+    assert tokens.audiences == [URI]
+    assert get.call_count == 1
+    sent = invoke.calls.last.request
+    assert sent.headers["authorization"] == "Bearer id-token-1"
+    assert json.loads(sent.content) == {"job_id": 3, "args": list(b"y")}
 
 
 def test_an_invoke_reply_that_is_not_the_cores_is_a_serialization_error(
