@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from pydantic_core import to_json
 
 from providers._auth import BearerTokenAuth, FunctionKeyAuth
 from providers._durations import to_seconds
 from providers._gcp_tokens import GoogleTokens, TokenProvider
+from providers._gcp_wire import Function, Operation, RpcStatus, UploadUrl, field_paths, function_in
 from providers._http import (
     error_for_response,
     parse_retry_after,
@@ -43,8 +43,6 @@ from providers._poll import SYSTEM_CLOCK, Clock, Pending, PollPolicy, poll_until
 from providers._pool import DEFAULT_CONNECT_TIMEOUT_S, HttpSettings, PooledClient
 from providers._replies import (
     CoreReply,
-    OptionalText,
-    Rfc3339Datetime,
     json_object_or_none,
     parse_reply,
     reply_name,
@@ -119,8 +117,8 @@ LIMITS = ProviderLimits(
 )
 
 # GCP's function id rule: lower-case letters, digits and hyphens, 4 to 63 characters,
-# starting with a letter. A job id adds up to 11 characters ("-4294967295") to the prefix.
-_FUNCTION_ID = re.compile(r"[a-z][a-z0-9-]{2,61}[a-z0-9]")
+# starting with a letter. A job id adds up to 11 characters ("-4294967295") to the prefix,
+# so a prefix that passes check_function_prefix makes only valid ids.
 _PREFIX = re.compile(r"[a-z][a-z0-9-]*")
 _MAX_PREFIX_CHARS = 63 - len("-4294967295")
 _RUNTIME = re.compile(r"python3[0-9]{1,2}")
@@ -402,11 +400,11 @@ class CloudFunctionExecutor(FaasExecutor):
             response = self._api.request(
                 "PATCH",
                 f"/v2/{function['name']}",
-                params={"updateMask": ",".join(_field_paths(function))},
+                params={"updateMask": ",".join(field_paths(function))},
                 json=function,
             )
             operation = self._await(response, f"the update of function {function_id}")
-        described = _function_in(operation) or self._get_function(job_id)
+        described = function_in(operation) or self._get_function(job_id)
         self._remember_uri(job_id, described)
         return self._deployment(job_id, described, len(package))
 
@@ -475,10 +473,10 @@ class CloudFunctionExecutor(FaasExecutor):
     def _invoke_timeout(self, job_id: int) -> httpx.Timeout:
         return self._timeout(self.job_config(job_id).timeout_secs + self._invoke_margin_s)
 
-    def _get_function(self, job_id: int) -> _Function:
+    def _get_function(self, job_id: int) -> Function:
         response = self._api.request("GET", f"/v2/{self._function_name(job_id)}")
         raise_for_status(response, provider=self.provider_name, error_body=read_nested_error)
-        return self._parse(_Function, response)
+        return self._parse(Function, response)
 
     def _uri(self, job_id: int) -> str:
         return self._uris.get(job_id) or self._learn_uri(job_id)
@@ -494,7 +492,7 @@ class CloudFunctionExecutor(FaasExecutor):
             )
         return uri
 
-    def _remember_uri(self, job_id: int, function: _Function) -> str | None:
+    def _remember_uri(self, job_id: int, function: Function) -> str | None:
         uri = function.service_config.uri
         if uri:
             self._uris[job_id] = uri
@@ -540,7 +538,7 @@ class CloudFunctionExecutor(FaasExecutor):
             json={"environment": "GEN_2"},
         )
         raise_for_status(response, provider=self.provider_name, error_body=read_nested_error)
-        upload = self._parse(_UploadUrl, response)
+        upload = self._parse(UploadUrl, response)
         stored = self._upload.request(
             "PUT",
             upload.upload_url,
@@ -590,7 +588,7 @@ class CloudFunctionExecutor(FaasExecutor):
             },
         }
 
-    def _await(self, response: httpx.Response, what: str) -> _Operation:
+    def _await(self, response: httpx.Response, what: str) -> Operation:
         """The finished operation ``response`` started; its error raised as ours."""
         raise_for_status(
             response,
@@ -598,7 +596,7 @@ class CloudFunctionExecutor(FaasExecutor):
             overrides=_BAD_REQUEST_ON_DEPLOY,
             error_body=read_nested_error,
         )
-        operation = self._parse(_Operation, response)
+        operation = self._parse(Operation, response)
         if not operation.done:
             operation = poll_until(
                 lambda: self._poll_operation(operation.name),
@@ -611,7 +609,7 @@ class CloudFunctionExecutor(FaasExecutor):
             raise self._operation_error(operation.error, what)
         return operation
 
-    def _poll_operation(self, name: str) -> _Operation | Pending:
+    def _poll_operation(self, name: str) -> Operation | Pending:
         response = self._api.request("GET", f"/v2/{name}")
         if response.status_code in _POLL_AGAIN_STATUSES:
             return Pending(
@@ -619,10 +617,10 @@ class CloudFunctionExecutor(FaasExecutor):
                 retry_after_s=parse_retry_after(response.headers.get("retry-after")),
             )
         raise_for_status(response, provider=self.provider_name, error_body=read_nested_error)
-        operation = self._parse(_Operation, response)
+        operation = self._parse(Operation, response)
         return operation if operation.done else Pending(seen=operation.progress())
 
-    def _operation_error(self, status: _RpcStatus, what: str) -> FaasError:
+    def _operation_error(self, status: RpcStatus, what: str) -> FaasError:
         name, error_type = RPC_CODE_ERRORS.get(status.code, ("", PermanentInfrastructureError))
         code = name or f"code {status.code}"
         message = f"{what} failed: [{code}] {status.message or 'no message given'}"
@@ -632,7 +630,7 @@ class CloudFunctionExecutor(FaasExecutor):
         return parse_reply(model, response, provider=self.provider_name)
 
     def _deployment(
-        self, job_id: int, function: _Function, package_size_bytes: int | None
+        self, job_id: int, function: Function, package_size_bytes: int | None
     ) -> FaasDeployment:
         service = function.service_config
         return FaasDeployment(
@@ -648,6 +646,9 @@ class CloudFunctionExecutor(FaasExecutor):
         )
 
 
+_Reply = TypeVar("_Reply", bound=BaseModel)
+
+
 def _audience(request: httpx.Request) -> str:
     """The URI a request is posted to, which is its ID token's audience (``serviceConfig.uri``).
 
@@ -658,124 +659,6 @@ def _audience(request: httpx.Request) -> str:
     url = request.url
     text = str(url)
     return text.split("?", 1)[0] if url.query else text
-
-
-def _field_paths(body: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """The update mask of ``body``: every leaf field path, maps of user keys as leaves.
-
-    ``name`` identifies the function and ``environment`` cannot change; neither is updated.
-    """
-    paths: list[str] = []
-    for key, value in body.items():
-        path = f"{prefix}{key}"
-        if path in _NOT_UPDATED:
-            continue
-        if isinstance(value, Mapping) and path not in _LEAF_MAPS:
-            paths.extend(_field_paths(value, f"{path}."))
-        else:
-            paths.append(path)
-    return paths
-
-
-_NOT_UPDATED = frozenset({"name", "environment"})
-# Maps whose keys are the user's, and the source, which is replaced whole.
-_LEAF_MAPS = frozenset({"labels", "buildConfig.source", "serviceConfig.environmentVariables"})
-
-# Memory units GCP writes in availableMemory: decimal (k, M, G) and binary (Mi, Gi); a bare
-# number is bytes. Read as MiB, the unit of FaasConfig.memory_mb.
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?)(k|M|G|T|Ki|Mi|Gi|Ti)?")
-_MEMORY_UNIT_BYTES = {
-    None: 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
-
-
-def _memory_mb(value: object) -> int:
-    if not isinstance(value, str):
-        raise ValueError("must be a memory string such as '512Mi'")
-    match = _MEMORY.fullmatch(value.strip())
-    if match is None:
-        raise ValueError("is not a memory size in k, M, G, Mi, Gi or bytes")
-    size_bytes = float(match.group(1)) * _MEMORY_UNIT_BYTES[match.group(2)]
-    return round(size_bytes / _MIB)
-
-
-_Reply = TypeVar("_Reply", bound=BaseModel)
-_MemoryMb = Annotated[int, PlainValidator(_memory_mb)]
-
-
-class _Wire(BaseModel):
-    """The v2 API's JSON: lowerCamelCase names, read strictly, unknown fields ignored."""
-
-    model_config = ConfigDict(
-        strict=True, frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
-
-
-class _UploadUrl(_Wire):
-    upload_url: str
-    # Passed back as given into buildConfig.source.storageSource.
-    storage_source: dict[str, Any]
-
-
-class _RpcStatus(_Wire):
-    """``google.rpc.Status``: the ``error`` of a failed operation."""
-
-    code: int = 2
-    message: OptionalText = None
-
-
-class _ServiceConfig(_Wire):
-    uri: OptionalText = None
-    # GCP's defaults, for a function that reports none.
-    available_memory: _MemoryMb = 256
-    timeout_seconds: int = 60
-
-
-class _Function(_Wire):
-    name: str
-    state: str = "STATE_UNSPECIFIED"
-    service_config: _ServiceConfig = Field(default_factory=_ServiceConfig)
-    update_time: Rfc3339Datetime | None = None
-
-
-class _Operation(_Wire):
-    """A long-running operation: ``error`` or ``response`` (the Function) once ``done``."""
-
-    name: str
-    done: bool = False
-    error: _RpcStatus | None = None
-    response: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-
-    def progress(self) -> str:
-        """The stages in progress, for a timeout's message (``BUILD IN_PROGRESS``)."""
-        stages = (self.metadata or {}).get("stages")
-        if not isinstance(stages, list):
-            return "not done"
-        running = [
-            f"{stage.get('name')} {stage.get('state')}"
-            for stage in stages
-            if isinstance(stage, dict) and stage.get("state") != "COMPLETE"
-        ]
-        return ", ".join(running[:3]) or "not done"
-
-
-def _function_in(operation: _Operation) -> _Function | None:
-    """The Function a finished create or update answers with, when it has a URI."""
-    if operation.response is None:
-        return None
-    function = validate_reply(
-        _Function, operation.response, provider="gcp", what="the operation's response"
-    )
-    return function if function.service_config.uri else None
 
 
 #: The ``gcp`` provider, found by :func:`providers.registry.provider_spec`.

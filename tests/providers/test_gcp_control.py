@@ -9,6 +9,7 @@ Shapes follow the Cloud Functions v2 REST reference: ``generateUploadUrl`` answe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -581,6 +582,7 @@ def test_the_longest_prefix_and_job_id_make_a_valid_function_id() -> None:
     )
     function_id = executor.function_id(2**32 - 1)
     assert len(function_id) == 63
+    assert re.fullmatch(r"[a-z][a-z0-9-]{2,61}[a-z0-9]", function_id)
 
 
 def test_the_executor_is_built_from_settings_file_options(tmp_path: Any) -> None:
