@@ -102,6 +102,8 @@ def function(state: str = "ACTIVE", memory: str = "1024Mi", **service: Any) -> d
         "name": NAME,
         "state": state,
         "environment": "GEN_2",
+        # The 1st gen style URL: not where a 2nd gen function is invoked.
+        "url": "https://europe-west1-blueprint-test.cloudfunctions.net/blueprint-job-3",
         "serviceConfig": {"uri": URI, "availableMemory": memory, "timeoutSeconds": 120, **service},
         "updateTime": "2026-03-01T12:30:00.250Z",
     }
