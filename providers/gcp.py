@@ -86,6 +86,8 @@ __all__ = [
     "RPC_CODE_ERRORS",
     "CloudFunctionExecutor",
     "GcpOptions",
+    "GoogleTokens",
+    "TokenProvider",
     "check_function_prefix",
 ]
 
@@ -189,7 +191,7 @@ RPC_CODE_ERRORS: Mapping[int, tuple[str, type[FaasError]]] = {
     15: ("DATA_LOSS", PermanentInfrastructureError),
     16: ("UNAUTHENTICATED", AuthError),
 }
-_BAD_REQUEST_ON_DEPLOY: Mapping[int, type[FaasError]] = {400: InvalidConfig}
+_BAD_REQUEST_IS_INVALID_CONFIG: Mapping[int, type[FaasError]] = {400: InvalidConfig}
 # While an operation is polled, these answers to the poll itself mean "ask again later".
 _POLL_AGAIN_STATUSES = frozenset({429, 500, 502, 503, 504})
 _INVOKER_ROLE_HINT = (
@@ -593,7 +595,7 @@ class CloudFunctionExecutor(FaasExecutor):
         raise_for_status(
             response,
             provider=self.provider_name,
-            overrides=_BAD_REQUEST_ON_DEPLOY,
+            overrides=_BAD_REQUEST_IS_INVALID_CONFIG,
             error_body=read_nested_error,
         )
         operation = self._parse(Operation, response)

@@ -18,8 +18,8 @@ from textwrap import dedent
 import pytest
 from google.auth import jwt
 
-from providers._gcp_tokens import GoogleTokens
 from providers.errors import AuthError
+from providers.gcp import GoogleTokens
 from tests.providers._gcp_platform import GcpPlatform, generate_rsa_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,8 +106,8 @@ def test_without_any_credentials_the_error_says_where_they_come_from(tmp_path: P
     # here it must be a closed port on this machine, never the real one.
     code = dedent(
         """
-        from providers._gcp_tokens import GoogleTokens
-        from providers.errors import AuthError
+                from providers.errors import AuthError
+from providers.gcp import GoogleTokens
 
         for fetch in (GoogleTokens().access_token, lambda: GoogleTokens().id_token("https://a")):
             try:

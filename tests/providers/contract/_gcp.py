@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent
 
-from providers._gcp_tokens import GoogleTokens
 from providers._poll import PollPolicy
 from providers.base import FaasConfig, FaasDeployment
-from providers.gcp import CloudFunctionExecutor
+from providers.gcp import CloudFunctionExecutor, GoogleTokens
 from providers.packaging import build_gcp_package
 from tests.processes import wait_until
 from tests.providers._gcp_platform import PROJECT, REGION, THROTTLE_RETRY_AFTER_S, GcpPlatform
