@@ -106,8 +106,8 @@ def test_without_any_credentials_the_error_says_where_they_come_from(tmp_path: P
     # here it must be a closed port on this machine, never the real one.
     code = dedent(
         """
-                from providers.errors import AuthError
-from providers.gcp import GoogleTokens
+        from providers.errors import AuthError
+        from providers.gcp import GoogleTokens
 
         for fetch in (GoogleTokens().access_token, lambda: GoogleTokens().id_token("https://a")):
             try:
