@@ -90,16 +90,25 @@ def test_the_gcp_provider_is_declared_without_google_auth_and_names_its_extra() 
         """
         from providers.registry import MissingExtra, create_executor, provider_spec
 
+        from providers.gcp import CloudFunctionExecutor
+
         declared = provider_spec("gcp").name
+        # Building an executor reads no credentials: google-auth is imported at the first call.
+        built = repr(CloudFunctionExecutor("my-project", "europe-west1"))
         try:
             create_executor("gcp", {"project_id": "my-project", "region": "europe-west1"})
         except MissingExtra as error:
             loaded = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
-            print(json.dumps({"declared": declared, "error": str(error), "loaded": loaded}))
+            print(json.dumps({
+                "declared": declared, "built": built, "error": str(error), "loaded": loaded
+            }))
         """
     )
     assert result == {
         "declared": "gcp",
+        "built": "CloudFunctionExecutor(project_id='my-project', region='europe-west1', "
+        "function_prefix='blueprint-job', runtime='python312', "
+        "credentials=GoogleTokens(credentials_file=None, impersonate_service_account=None))",
         "error": "provider 'gcp' needs google.auth, which is not installed: "
         "pip install 'blueprint-faas[gcp]'",
         "loaded": [],
