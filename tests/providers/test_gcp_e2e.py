@@ -18,7 +18,9 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+from typer.testing import CliRunner
 
+from dispatcher.cli import cli
 from dispatcher.settings import ENV_PREFIX
 from providers.base import FaasConfig
 from providers.packaging import build_gcp_package
@@ -61,7 +63,11 @@ def app_file(tmp_path: Path, redis_url: str, platform: GcpPlatform) -> Path:  # 
             memory_mb = 256
             timeout_secs = 3
 
-            [faas.jobs.1.options]
+            [faas.jobs.2]
+            provider = "gcp"
+            timeout_secs = 3
+
+            [faas.options.gcp]
             project_id = "{PROJECT}"
             region = "{REGION}"
             credentials_file = "{platform.service_account_file}"
@@ -91,6 +97,36 @@ def test_a_job_on_gcp_runs_through_runner_redis_and_worker(
     # The worker learnt the function's URI once and fetched one ID token for both calls.
     assert platform.token_grants["id"] == 1
     assert not any(token in worker.output() for token in platform.issued_tokens())
+
+
+def test_the_cli_packages_deploys_describes_and_removes_a_gcp_job(
+    app_file: Path, platform: GcpPlatform
+) -> None:
+    runner = CliRunner()
+    source = str(ROOT / "dispatcher" / "_squaring.py")
+
+    command = ["deploy", "2", "--app", str(app_file), "--handler", "_squaring:square"]
+    command += ["--source", source, "--memory", "384", "--timeout", "20", "--json"]
+    deployed = runner.invoke(cli, command)
+    assert deployed.exit_code == 0, deployed.output
+    health = runner.invoke(cli, ["health", "2", "--app", str(app_file), "--json"])
+    info = runner.invoke(cli, ["info", "2", "--app", str(app_file), "--json"])
+    stored = platform.function("blueprint-job-2")
+    removed = runner.invoke(cli, ["undeploy", "2", "--app", str(app_file)])
+
+    assert json.loads(health.stdout) == {"healthy": True, "job_id": 2}
+    described = json.loads(info.stdout)
+    assert (described["function_id"], described["memory_mb"], described["timeout_secs"]) == (
+        "blueprint-job-2",
+        384,
+        20,
+    )
+    assert described["endpoint"] == f"{platform.base_url}/run/blueprint-job-2"
+    # The platform turns a function ACTIVE once functions-framework serves what was uploaded:
+    # the CLI built the gcp package for the job's provider.
+    assert stored is not None and stored["buildConfig"]["entryPoint"] == "blueprint_entry"
+    assert removed.exit_code == 0
+    assert platform.function("blueprint-job-2") is None
 
 
 def _submit(app_file: Path, env: dict[str, str], n: int) -> str:
