@@ -62,13 +62,13 @@ _FUNCTION_ID = re.compile(r"[a-z][a-z0-9-]{2,61}[a-z0-9]")
 _GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 _READY_DEADLINE_S = 60.0
 _RELAY_CONNECT_S = 10.0
-# Google's canonical codes as the v2 API writes them in errors.
-_CODES = {
-    400: (3, "INVALID_ARGUMENT"),
-    401: (16, "UNAUTHENTICATED"),
-    403: (7, "PERMISSION_DENIED"),
-    404: (5, "NOT_FOUND"),
-    409: (6, "ALREADY_EXISTS"),
+# The canonical code names the v2 API writes in its errors, by HTTP status.
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
 }
 
 
@@ -102,7 +102,6 @@ class _Function:
     backend: _Backend | None = None
     revision: int = 0
     in_flight: int = 0
-    source_dir: Path | None = None
 
 
 @dataclass
@@ -144,8 +143,6 @@ class GcpPlatform:
         self.token_grants: Counter[str] = Counter()
         #: Every request to the control plane: (method, path, query).
         self.api_calls: list[tuple[str, str, dict[str, list[str]]]] = []
-        #: Headers of every upload PUT.
-        self.uploads: list[dict[str, str]] = []
         self._invocations: Counter[str] = Counter()
         self._failing: set[str] = set()
         self._denied: set[str] = set()
@@ -337,7 +334,6 @@ class GcpPlatform:
         self, name: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
-            self.uploads.append(headers)
             expected = name in self._objects and self._objects[name] is None
         signed = query.get("X-Goog-Signature", [""])[0] == _signature(name)
         if "authorization" in headers:
@@ -525,7 +521,6 @@ class GcpPlatform:
         backend = _start_backend(source_dir, resource)
         with self._lock:
             old, stored.backend = stored.backend, backend
-            stored.source_dir = source_dir
             stored.resource["state"] = "ACTIVE"
             stored.resource["updateTime"] = _now()
             stored.resource["serviceConfig"]["revision"] = f"{function_id}-{stored.revision:05d}"
@@ -696,7 +691,7 @@ def _json(status: int, body: object) -> tuple[int, dict[str, str], bytes]:
 
 
 def _google_error(status: int, message: str) -> tuple[int, dict[str, str], bytes]:
-    _, name = _CODES.get(status, (2, "UNKNOWN"))
+    name = _STATUS_NAMES.get(status, "UNKNOWN")
     return _json(status, {"error": {"code": status, "message": message, "status": name}})
 
 
