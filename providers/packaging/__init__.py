@@ -8,7 +8,8 @@ and out of the runtime, all written by one reproducible zip writer (``_zip``).
 Adapters, one module each: :mod:`providers.packaging.custom` (the Custom FaaS contract's
 executable ``bootstrap``), :mod:`providers.packaging.azure` (an Azure Functions Python v2 app,
 ``function_app.py``), :mod:`providers.packaging.digitalocean` (an OpenWhisk Python zip
-action's ``__main__.py``). A new runtime is one more module here whose builder hands its
+action's ``__main__.py``), :mod:`providers.packaging.gcp` (a Cloud Functions source zip served
+by functions-framework). A new runtime is one more module here whose builder hands its
 entry-point source to ``_core.python_package``; its provider names that builder in its
 ``PROVIDER`` declaration (:mod:`providers.registry`).
 """
@@ -29,6 +30,7 @@ from providers.packaging.custom import (
     build_shell_package,
 )
 from providers.packaging.digitalocean import ENV_PARAMETER, build_digitalocean_package
+from providers.packaging.gcp import ENTRY_POINT, build_gcp_package
 
 __all__ = [  # noqa: RUF022  (grouped by purpose)
     # What every package shares
@@ -46,6 +48,9 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     # DigitalOcean Functions' OpenWhisk Python runtime
     "ENV_PARAMETER",
     "build_digitalocean_package",
+    # Cloud Functions (2nd gen)
+    "ENTRY_POINT",
+    "build_gcp_package",
 ]
 
 
