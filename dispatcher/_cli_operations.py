@@ -64,16 +64,24 @@ def deploy(
     env: Annotated[
         list[str] | None, typer.Option(help="NAME=VALUE for the function (repeatable).")
     ] = None,
-    keep_warm: Annotated[bool, typer.Option(help="Ask the provider to keep it warm.")] = False,
+    keep_warm: Annotated[
+        bool | None, typer.Option("--keep-warm/--no-keep-warm", help="Keep it warm, or not.")
+    ] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Concurrent instances cap.")] = None,
     provider: _Provider = None,
     as_json: _Json = False,
 ) -> None:
-    """Package HANDLER for the job's provider and deploy it (create or replace)."""
+    """Package HANDLER for the job's provider and deploy it (create or replace).
+
+    The function gets the job's config in the app (its settings file's fields), with the
+    options given here over it.
+    """
     from dispatcher import operations
 
     def deploy_job(blueprint: Blueprint) -> FaasDeployment:
+        executor = operations.executor_for(blueprint, job_id, provider)
         config = operations.faas_config(
+            executor.job_config(job_id),
             memory_mb=memory,
             timeout_s=timeout,
             env_vars=operations.parse_env_pairs(env or []),

@@ -128,6 +128,25 @@ def test_deploy_prints_a_table_and_never_an_environment_value(invoke: Invoke) ->
         invoke("undeploy", "9", "--app", OPS_APP)
 
 
+def test_deploy_keeps_the_jobs_config_in_the_app_for_what_it_is_not_told(
+    invoke: Invoke,
+) -> None:
+    deploy = ["deploy", "9", "--app", OPS_APP, "--handler", "_ops_handler:reverse",
+              "--source", str(HANDLER_SOURCE), "--json"]  # fmt: skip
+    try:
+        as_configured = ok_json(invoke(*deploy))
+        more_memory = ok_json(invoke(*deploy, "--memory", "256"))
+    finally:
+        invoke("undeploy", "9", "--app", OPS_APP)
+
+    configured = (apps.FAAS_CONFIG.memory_mb, apps.FAAS_CONFIG.timeout_secs)
+    assert (as_configured["memory_mb"], as_configured["timeout_secs"]) == configured
+    assert (more_memory["memory_mb"], more_memory["timeout_secs"]) == (
+        256,
+        apps.FAAS_CONFIG.timeout_secs,
+    )
+
+
 def test_a_bad_environment_entry_is_refused_without_echoing_its_value(invoke: Invoke) -> None:
     for entry in ("hunter2", "bad name=hunter2"):
         line = error_line(

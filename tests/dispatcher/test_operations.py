@@ -66,6 +66,17 @@ def _blueprint(executor: FaasExecutor) -> Blueprint:
     return Blueprint(router=router).with_faas_executor(5, executor)
 
 
+def test_a_deploy_config_is_the_jobs_config_with_the_options_given() -> None:
+    base = FaasConfig(memory_mb=320, timeout_secs=40, env_vars={"A": "1"}, keep_warm=True)
+
+    config = faas_config(base, timeout_s=9, env_vars={"B": "2"})
+
+    assert config == FaasConfig(
+        memory_mb=320, timeout_secs=9, env_vars={"A": "1", "B": "2"}, keep_warm=True
+    )
+    assert faas_config(base, keep_warm=False).keep_warm is False
+
+
 def test_deploy_packages_with_the_builder_of_the_executors_provider() -> None:
     executor = RecordingExecutor()
     config = faas_config(memory_mb=256, timeout_s=9, env_vars={"A": "1"}, keep_warm=True)
