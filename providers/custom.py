@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import to_json
 
 from providers._durations import to_seconds
@@ -33,6 +33,7 @@ from providers._pool import (
     PooledClient,
 )
 from providers._replies import (
+    ContractBytes,
     OptionalText,
     Rfc3339Datetime,
     json_object_or_none,
@@ -432,21 +433,7 @@ class HttpFaasExecutor(FaasExecutor):
         )
 
 
-def _contract_bytes(value: object) -> bytes:
-    # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, list):
-        try:
-            return bytes(value)
-        except (TypeError, ValueError):
-            raise ValueError("is not an array of 0..255") from None
-    raise ValueError("must be a byte array or a string")
-
-
 _Reply = TypeVar("_Reply", bound=BaseModel)
-# bytes() on the decoded list, not list[int] validation: 4x faster on a megabyte (5 vs 20 ms).
-_ContractBytes = Annotated[bytes, PlainValidator(_contract_bytes)]
 
 
 class _InvokeReplyBody(BaseModel):
@@ -454,7 +441,7 @@ class _InvokeReplyBody(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True)
 
-    result: _ContractBytes
+    result: ContractBytes
     execution_ms: float | None = None
     cold_start: bool | None = None
     memory_used_mb: float | None = None

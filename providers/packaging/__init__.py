@@ -6,9 +6,10 @@ Every provider runs code under its own contract, so a package is one shared *han
 and out of the runtime, all written by one reproducible zip writer (``_zip``).
 
 Adapters, one module each: :mod:`providers.packaging.custom` (the Custom FaaS contract's
-executable ``bootstrap``). A new runtime is one more module here whose builder hands its
-entry-point source to ``_core.python_package``; its provider names that builder in its
-``PROVIDER`` declaration (:mod:`providers.registry`).
+executable ``bootstrap``), :mod:`providers.packaging.aws` (a module whose
+``handler(event, context)`` AWS Lambda's Python runtime calls). A new runtime is one more
+module here whose builder hands its entry-point source to ``_core.python_package``; its
+provider names that builder in its ``PROVIDER`` declaration (:mod:`providers.registry`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Protocol
 
 from providers.packaging._core import HANDLER_CORE_MODULE, WARMUP_REQUEST
 from providers.packaging._zip import load_prebuilt
+from providers.packaging.aws import LAMBDA_HANDLER, build_lambda_package
 from providers.packaging.custom import (
     BOOTSTRAP_NAME,
     DEFAULT_PYTHON,
@@ -37,6 +39,9 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     "DEFAULT_PYTHON",
     "build_custom_package",
     "build_shell_package",
+    # AWS Lambda's Python runtime
+    "LAMBDA_HANDLER",
+    "build_lambda_package",
 ]
 
 

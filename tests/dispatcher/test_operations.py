@@ -97,8 +97,8 @@ def test_deploy_without_a_config_deploys_the_one_the_app_gives_the_job() -> None
 
 
 def test_a_provider_this_installation_does_not_have_is_an_invalid_config() -> None:
-    with pytest.raises(InvalidConfig, match="unknown provider 'aws' \\(known: custom\\)"):
-        build_package("aws", "mod:fn", [HANDLER_SOURCE])
+    with pytest.raises(InvalidConfig, match="unknown provider 'nimbus' \\(known: aws, custom\\)"):
+        build_package("nimbus", "mod:fn", [HANDLER_SOURCE])
 
 
 def test_executor_for_refuses_unknown_local_and_mismatched_jobs() -> None:

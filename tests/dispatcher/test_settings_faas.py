@@ -158,12 +158,12 @@ def test_the_app_tables_are_not_knobs_but_other_keys_still_are(tmp_path: Path) -
     ("text", "expected"),
     [
         (
-            '[faas.jobs.1]\nprovider = "aws"\n',
-            "faas.jobs.1.provider: unknown provider 'aws' (known: custom)",
+            '[faas.jobs.1]\nprovider = "nimbus"\n',
+            "faas.jobs.1.provider: unknown provider 'nimbus' (known: aws, custom)",
         ),
         (
             '[faas.options.gcp]\nproject = "p"\n',
-            "faas.options.gcp: unknown provider 'gcp' (known: custom)",
+            "faas.options.gcp: unknown provider 'gcp' (known: aws, custom)",
         ),
         ("[faas.jobs.1]\nmemory_mb = 256\n", "faas.jobs.1.provider: expected a provider name"),
         ("[faas.options]\ncustom = 3\n", "faas.options.custom: expected a table"),
@@ -240,7 +240,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         tmp_path,
         """
         [faas.jobs.1]
-        provider = "aws"
+        provider = "nimbus"
         [faas.jobs.2]
         provider = "custom"
         bogus = true
@@ -248,7 +248,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         """,
     )
     assert message.split("; ") == [
-        "faas.jobs.1.provider: unknown provider 'aws' (known: custom)",
+        "faas.jobs.1.provider: unknown provider 'nimbus' (known: aws, custom)",
         "faas.jobs.2.bogus: unknown key",
     ]
 
