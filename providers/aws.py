@@ -21,6 +21,7 @@ or constructed in code.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -785,6 +786,7 @@ class LambdaExecutor(FaasExecutor):
         return client
 
     def _boto_session(self) -> Any:
+        _quiet_botocore_debug()
         if self._session is not None:
             return self._session
         import boto3
@@ -883,6 +885,18 @@ def _provisioned_concurrency(config: FaasConfig) -> int | None:
             "provider_config.provisioned_concurrency needs keep_warm = true", provider="aws"
         )
     return options.provisioned_concurrency
+
+
+def _quiet_botocore_debug() -> None:
+    """Keep botocore's loggers at INFO unless someone set their level on purpose.
+
+    Its DEBUG records quote whole request bodies (payloads, environment variables) and
+    headers (session tokens); an application that turns on DEBUG for everything would log
+    them.
+    """
+    botocore_logger = logging.getLogger("botocore")
+    if botocore_logger.level == logging.NOTSET:
+        botocore_logger.setLevel(logging.INFO)
 
 
 def _status_error(status: int | None) -> type[FaasError]:

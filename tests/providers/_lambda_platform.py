@@ -600,5 +600,6 @@ def local_lambda(work_dir: Path | None = None) -> Iterator[LambdaFront]:
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        work_dir.mkdir(parents=True, exist_ok=True)
         moto = stack.enter_context(MotoServer())
         yield stack.enter_context(LambdaFront(moto, work_dir))

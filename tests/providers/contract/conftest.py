@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.providers._lambda_platform import local_lambda
+from tests.providers.contract._aws import AwsDriver
 from tests.providers.contract._custom import ContractFront, CustomDriver
 from tests.providers.contract._driver import EXECUTOR_KINDS, ContractDriver, executor_kind
 from tests.providers.reference_server._support import ServerProcess
@@ -45,6 +47,21 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]
             driver.executor.close()
     finally:
         server.stop()
+
+
+@executor_kind
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """moto's server with a front that runs each package as Lambda's Python runtime would."""
+    work_dir = tmp_path_factory.mktemp("contract-aws")
+    with local_lambda(work_dir / "platform") as front:
+        driver = AwsDriver(
+            front,
+            work_dir,
+            secret_key=f"contract-secret-{secrets.token_hex(8)}",
+            env_secret=f"env-{secrets.token_hex(8)}",
+        )
+        yield driver
+        driver.executor.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
