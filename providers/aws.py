@@ -631,26 +631,28 @@ class LambdaExecutor(FaasExecutor):
             )
         return {"S3Bucket": self._s3_bucket, "S3Key": key}
 
-    def _wait(self, waiter_name: str, name: str) -> None:
+    def _wait(self, waiter_name: str, name: str, **qualifier: str) -> None:
         """Wait with boto3's own waiter until the function is Active or its update is done."""
         from botocore.exceptions import WaiterError
 
         waiter = self._control().get_waiter(waiter_name)
         attempts = max(1, math.ceil(self._deploy_timeout_s / _WAITER_DELAY_S))
-        try:
-            with self._mapped(waiter_name, name):
+        with self._mapped(waiter_name, name):
+            try:
                 waiter.wait(
                     FunctionName=name,
                     WaiterConfig={"Delay": _WAITER_DELAY_S, "MaxAttempts": attempts},
+                    **qualifier,
                 )
-        except WaiterError as error:
-            raise self._waiter_error(waiter_name, name, error) from error
+            except WaiterError as error:
+                raise self._waiter_error(waiter_name, name, error) from error
 
     def _waiter_error(self, waiter_name: str, name: str, error: Any) -> FaasError:
         last: dict[str, Any] = error.last_response or {}
         if "Error" in last:
             return self._client_error(last, waiter_name, name)
-        configuration = last.get("Configuration", {})
+        # GetFunction nests the configuration; GetFunctionConfiguration is it.
+        configuration = last.get("Configuration", last)
         state = configuration.get("State")
         update = configuration.get("LastUpdateStatus")
         seen = f"State={state}, LastUpdateStatus={update}"
@@ -698,10 +700,7 @@ class LambdaExecutor(FaasExecutor):
             return
         with self._mapped("PublishVersion", name):
             version = control.publish_version(FunctionName=name)["Version"]
-        with self._mapped("published_version_active", name):
-            control.get_waiter("published_version_active").wait(
-                FunctionName=name, Qualifier=version
-            )
+        self._wait("published_version_active", name, Qualifier=version)
         try:
             with self._mapped("UpdateAlias", name):
                 control.update_alias(
