@@ -275,6 +275,8 @@ class LambdaFront:
     def __init__(self, moto: MotoServer, work_dir: Path) -> None:
         self.moto = moto
         self.requests: Counter[tuple[str, str]] = Counter()
+        #: The last log tail each function's invocation sent back (decoded).
+        self.last_log: dict[str, str] = {}
         self._lock = threading.Lock()
         self._scripts: dict[tuple[str, str], list[Answer]] = defaultdict(list)
         self._pending_polls: dict[str, tuple[str, str, int]] = {}
@@ -446,10 +448,13 @@ class LambdaFront:
                 "max_memory_mb": 0,
                 "status": "timeout",
             }
+        log_tail = _log_tail(request_id, config, ran, fresh)
+        with self._lock:
+            self.last_log[name] = base64.b64decode(log_tail).decode()
         headers = {
             "Content-Type": "application/json",
             "X-Amz-Executed-Version": str(config.get("Version", "$LATEST")),
-            "X-Amz-Log-Result": _log_tail(request_id, config, ran, fresh),
+            "X-Amz-Log-Result": log_tail,
         }
         if ran["failed"]:
             headers["X-Amz-Function-Error"] = "Unhandled"

@@ -13,6 +13,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from textwrap import dedent
+from typing import Any
 
 import boto3
 import pytest
@@ -61,11 +62,11 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     }
 
 
-def executor_for(front: LambdaFront, **options: object) -> LambdaExecutor:
+def executor_for(front: LambdaFront, **options: Any) -> LambdaExecutor:
     session = boto3.Session(
         aws_access_key_id="AKIDDEPLOY", aws_secret_access_key="deploy-secret", region_name=REGION
     )
-    return LambdaExecutor(REGION, ROLE_ARN, endpoint_url=front.url, session=session, **options)  # type: ignore[arg-type]
+    return LambdaExecutor(REGION, ROLE_ARN, endpoint_url=front.url, session=session, **options)
 
 
 @pytest.fixture
