@@ -328,7 +328,7 @@ class LambdaFront:
                 self._scripts.pop((action, name), None)
 
     def hold_state(self, name: str, field_name: str, value: str, polls: int) -> None:
-        """Make the next ``polls`` GetFunction answers for ``name`` say ``field_name=value``."""
+        """Make the next ``polls`` GetFunction(Configuration) answers say ``field_name=value``."""
         with self._lock:
             self._pending_polls[name] = (field_name, value, polls)
 
@@ -357,8 +357,8 @@ class LambdaFront:
         status, reply_headers, reply = self._relay(method, path, headers, body)
         if status < 300:
             self._observe(action, name, body, reply)
-            if action == "GetFunction":
-                reply = self._held_state(name, reply)
+            if action in ("GetFunction", "GetFunctionConfiguration"):
+                reply = self._held_state(name, reply, nested=action == "GetFunction")
         return status, reply_headers, reply
 
     def _relay(
@@ -388,7 +388,7 @@ class LambdaFront:
             stored = self._s3.get_object(Bucket=code["S3Bucket"], Key=code["S3Key"])
             self._functions.store(stored["Body"].read())
 
-    def _held_state(self, name: str, reply: bytes) -> bytes:
+    def _held_state(self, name: str, reply: bytes, *, nested: bool) -> bytes:
         with self._lock:
             held = self._pending_polls.get(name)
             if held is None:
@@ -399,7 +399,7 @@ class LambdaFront:
             else:
                 self._pending_polls[name] = (field_name, value, polls - 1)
         function = json.loads(reply)
-        function["Configuration"][field_name] = value
+        (function["Configuration"] if nested else function)[field_name] = value
         return json.dumps(function).encode()
 
     def _invoke(

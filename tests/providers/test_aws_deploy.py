@@ -303,6 +303,29 @@ def test_health_follows_the_function_state(
     assert executor.health_check(14) is True
 
 
+@pytest.mark.parametrize(
+    ("field_name", "value"),
+    [
+        ("State", "Pending"),
+        ("State", "Failed"),
+        ("State", "Inactive"),
+        ("LastUpdateStatus", "Failed"),
+    ],
+)
+def test_a_function_that_cannot_run_is_unhealthy_not_an_error(
+    front: LambdaFront,
+    executor: LambdaExecutor,
+    packages: dict[str, bytes],
+    field_name: str,
+    value: str,
+) -> None:
+    executor.deploy_job(19, packages["shout"], SMALL)
+    front.hold_state("blueprint-job-19", field_name, value, polls=1)
+
+    assert executor.health_check(19) is False
+    assert executor.health_check(19) is True
+
+
 def test_health_is_an_error_only_when_lambda_cannot_be_asked(
     front: LambdaFront, executor: LambdaExecutor, packages: dict[str, bytes]
 ) -> None:

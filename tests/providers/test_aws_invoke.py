@@ -125,6 +125,13 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LambdaFront]:
 
 
 @pytest.fixture(scope="module")
+def bare_moto() -> Iterator[MotoServer]:
+    """moto's server with no front: its own invoke answers queued bodies, with no log tail."""
+    with MotoServer() as moto:
+        yield moto
+
+
+@pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     source = tmp_path_factory.mktemp("aws-invoke-src") / "jobs.py"
     source.write_text(JOBS)
@@ -185,12 +192,12 @@ def test_metrics_come_from_the_report_line_cold_then_warm(
 
 
 def test_without_a_report_line_the_entry_points_self_report_is_used(
-    packages: dict[str, bytes],
+    packages: dict[str, bytes], bare_moto: MotoServer
 ) -> None:
     # moto's own invoke (its non-docker backend) answers with a queued body and no log tail.
-    with MotoServer() as moto, executor_at(moto.url) as executor:
+    with executor_at(bare_moto.url) as executor:
         executor.deploy_job(3, packages["reverse"], FaasConfig())
-        moto.queue_results(
+        bare_moto.queue_results(
             [
                 json.dumps(
                     {
@@ -213,12 +220,12 @@ def test_without_a_report_line_the_entry_points_self_report_is_used(
 
 
 def test_a_failure_reply_of_a_function_in_the_crates_format_is_a_function_error(
-    packages: dict[str, bytes],
+    packages: dict[str, bytes], bare_moto: MotoServer
 ) -> None:
-    with MotoServer() as moto, executor_at(moto.url) as executor:
+    with executor_at(bare_moto.url) as executor:
         executor.deploy_job(4, packages["reverse"], FaasConfig())
-        moto.queue_results([json.dumps({"result": [], "success": False, "error": "boom"})])
-        moto.queue_results(['{"job_id": 4, "args": [1]}'])
+        bare_moto.queue_results([json.dumps({"result": [], "success": False, "error": "boom"})])
+        bare_moto.queue_results(['{"job_id": 4, "args": [1]}'])
 
         failed = raised(executor, 4)
         malformed = raised(executor, 4)
@@ -226,6 +233,20 @@ def test_a_failure_reply_of_a_function_in_the_crates_format_is_a_function_error(
     assert isinstance(failed, FunctionError)
     assert failed.message == "job function failed: boom"
     assert isinstance(malformed, SerializationError)
+
+
+def test_a_reply_over_lambdas_response_cap_is_payload_too_large(
+    packages: dict[str, bytes], bare_moto: MotoServer
+) -> None:
+    # moto's own invoke turns an answer over 6,000,000 bytes into Function.ResponseSizeTooLarge.
+    with executor_at(bare_moto.url) as executor:
+        executor.deploy_job(11, packages["reverse"], FaasConfig())
+        bare_moto.queue_results(["x" * 6_100_000])
+
+        error = raised(executor, 11)
+
+    assert isinstance(error, PayloadTooLarge)
+    assert "Function.ResponseSizeTooLarge" in error.message
 
 
 def test_a_job_that_raises_is_a_function_error_with_its_type_and_message_after_one_attempt(
