@@ -436,7 +436,8 @@ class LambdaExecutor(FaasExecutor):
     def _deploy_job(self, job_id: int, package: bytes, config: FaasConfig) -> FaasDeployment:
         """Create or update the function, one step at a time, each awaited before the next.
 
-        Only ``ResourceNotFoundException`` from GetFunction leads to a create. An update
+        Only ``ResourceNotFoundException`` from GetFunction leads to a create (or a function
+        whose creation failed, which Lambda lets one delete and nothing else). An update
         changes the code, waits for it, then the configuration (so env vars change on every
         redeploy), and waits again, so no update races another.
         """
@@ -452,7 +453,12 @@ class LambdaExecutor(FaasExecutor):
             "Timeout": config.timeout_secs,
             "Environment": {"Variables": dict(config.env_vars)},
         }
-        if self._get_function(name) is None:
+        existing = self._get_function(name)
+        if existing is not None and existing["Configuration"].get("State") == "Failed":
+            # A function whose creation failed cannot be updated, only deleted and created.
+            self._undeploy_job(job_id)
+            existing = None
+        if existing is None:
             with self._mapped("CreateFunction", name):
                 control.create_function(
                     FunctionName=name,

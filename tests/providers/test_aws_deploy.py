@@ -159,6 +159,20 @@ def test_a_failed_update_is_a_permanent_error_naming_the_reason(
     assert front.count("UpdateFunctionConfiguration", "blueprint-job-5") == 0
 
 
+def test_a_function_whose_creation_failed_is_deleted_and_created_again(
+    front: LambdaFront, executor: LambdaExecutor, packages: dict[str, bytes]
+) -> None:
+    executor.deploy_job(20, packages["shout"], SMALL)
+    creates = front.count("CreateFunction", "")
+    front.hold_state("blueprint-job-20", "State", "Failed", polls=1)
+
+    executor.deploy_job(20, packages["mode"], SMALL)
+
+    assert front.count("DeleteFunction", "blueprint-job-20") == 1
+    assert front.count("CreateFunction", "") == creates + 1
+    assert executor.invoke(20, b"z") == b"unset:z"
+
+
 def test_an_update_conflict_is_retryable_not_a_create(
     front: LambdaFront, executor: LambdaExecutor, packages: dict[str, bytes]
 ) -> None:
