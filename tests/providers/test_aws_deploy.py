@@ -145,6 +145,20 @@ def test_each_update_step_waits_for_the_one_before(
     assert executor.invoke(4, b"y") == b"unset:y"
 
 
+def test_a_function_still_pending_at_the_deploy_deadline_is_a_retryable_error(
+    front: LambdaFront, packages: dict[str, bytes]
+) -> None:
+    executor = executor_for(front, deploy_timeout_s=1)
+    # The create's waiter gets one look (a 1 s deadline at 1 s per look), and sees Pending.
+    front.hold_state("blueprint-job-21", "State", "Pending", polls=1)
+
+    with pytest.raises(TransientInfrastructureError) as caught:
+        executor.deploy_job(21, packages["shout"], SMALL)
+
+    assert "State=Pending" in caught.value.message
+    assert caught.value.retryable is True
+
+
 def test_a_failed_update_is_a_permanent_error_naming_the_reason(
     front: LambdaFront, executor: LambdaExecutor, packages: dict[str, bytes]
 ) -> None:
