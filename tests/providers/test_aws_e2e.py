@@ -81,9 +81,13 @@ def test_the_cli_deploys_a_lambda_job_that_a_worker_runs_for_a_runner(
     squaring = str(ROOT / "dispatcher" / "_squaring.py")
     deployed = ok_json(
         "deploy", "1", "--app", app, "--handler", "_squaring:square", "--source", squaring,
-        "--env", "MODE=e2e",
+        "--env", "MODE=e2e", "--memory", "256", "--timeout", "3",
     )  # fmt: skip
     assert isinstance(deployed, dict) and deployed["function_id"] == "blueprint-job-1"
+    info = ok_json("info", "1", "--app", app, "--provider", "aws")
+    assert isinstance(info, dict)
+    assert (info["memory_mb"], info["timeout_secs"], info["status"]) == (256, 3, "Active")
+    assert info["endpoint"].endswith(":function:blueprint-job-1")
     assert ok_json("health", "1", "--app", app) == {"healthy": True, "job_id": 1}
     assert ok_json("warm", "1", "--app", app, "--instances", "2") == {
         "instances_warmed": 2,
