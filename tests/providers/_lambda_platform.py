@@ -159,6 +159,12 @@ class _Environment:
             stdout=subprocess.PIPE,
             stderr=self._log,
         )
+        # The init phase (interpreter start, handler import) is not the invocation's: the
+        # function's timeout starts when the runtime says it is ready.
+        assert self.process.stdout is not None
+        if not self.process.stdout.readline():
+            self.close()
+            raise RuntimeError(f"the runtime exited during init; its log is {log}")
 
     def run(self, event: Any, request_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The runtime's reply, or None when the run passed ``timeout_s`` (then it is killed)."""

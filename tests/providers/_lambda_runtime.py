@@ -3,8 +3,9 @@
 Run as ``python _lambda_runtime.py <handler>`` with the unpacked package as the working
 directory and the function's environment. It imports the handler module the way the
 ``python3.x`` runtime does (``Handler`` split at its last dot, at start-up: the init phase),
-then answers one event per line of stdin by calling ``handler(event, context)`` and writing one
-JSON line to stdout: the JSON-encoded return value, or the runtime's error body
+writes ``{"ready": true}`` once that is over, then answers one event per line of stdin by
+calling ``handler(event, context)`` and writing one JSON line to stdout: the JSON-encoded
+return value, or the runtime's error body
 (``errorType``, ``errorMessage``, ``stackTrace``) when the handler raised, with the duration,
 the process's peak memory and, on the first event only, the init duration.
 
@@ -76,6 +77,9 @@ def main() -> None:
     started = time.perf_counter()
     handler, init_error = _load(sys.argv[1])
     init_ms: float | None = (time.perf_counter() - started) * 1000
+    # Lambda's init phase is not part of the invocation's timeout: say when it is over.
+    replies.write('{"ready": true}\n')
+    replies.flush()
     for line in sys.stdin:
         request = json.loads(line)
         context = _Context(request["request_id"], request["deadline"])

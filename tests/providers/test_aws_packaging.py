@@ -57,6 +57,8 @@ class Environment:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        assert self.process.stdout is not None
+        assert json.loads(self.process.stdout.readline()) == {"ready": True}
 
     def call(self, event: object) -> tuple[bool, Any]:
         """(whether the handler raised, the JSON it returned or the runtime's error body)."""
