@@ -118,7 +118,8 @@ LIMITS = ProviderLimits(
     # Synchronous invoke: 6 MB each way (a request of 6,291,457 bytes is refused).
     max_request_bytes=6 * _MIB,
     max_response_bytes=6 * _MIB,
-    max_concurrency=1_000,
+    # Reserved concurrency must leave 100 of the account's default 1,000 unreserved.
+    max_concurrency=900,
     max_account_concurrency=1_000,
     max_env_total_bytes=4 * 1024,
 )
@@ -361,6 +362,7 @@ class LambdaExecutor(FaasExecutor):
         self._keys = (access_key_id, secret_access_key, session_token)
         self._session = session
         self._clients: dict[tuple[str, float], Any] = {}
+        self._process_session: Any = None
         self._clients_pid: int | None = None
         self._clients_lock = threading.Lock()
 
@@ -774,9 +776,10 @@ class LambdaExecutor(FaasExecutor):
             if self._clients_pid != pid:
                 # A forked child must not share its parent's connections.
                 self._clients, self._clients_pid = {}, pid
+                self._process_session = self._boto_session()
             client = self._clients.get(key)
             if client is None:
-                client = self._boto_session().client(
+                client = self._process_session.client(
                     service,
                     region_name=self._region,
                     endpoint_url=self._endpoint_url,

@@ -302,6 +302,7 @@ def test_a_package_over_50_mb_without_a_bucket_is_refused_before_anything_is_sen
         (FaasConfig(memory_mb=10_241), "memory_mb=10241 is above the maximum of 10240 MB"),
         (FaasConfig(timeout_secs=901), "timeout_secs=901 is above the maximum of 900 s"),
         (FaasConfig(env_vars={"BIG": "x" * 5000}), "over the limit of 4096 bytes"),
+        (FaasConfig(max_concurrency=901), "max_concurrency=901 is above the limit of 900"),
         (FaasConfig(provider_config={"region": "x"}), "refused: \\['region'\\]"),
         (
             FaasConfig(provider_config={"provisioned_concurrency": 2}),
