@@ -52,9 +52,8 @@ _KEYS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench-secret"}
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    moto_server = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

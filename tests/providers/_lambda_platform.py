@@ -100,9 +100,8 @@ class MotoServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> MotoServer:
-        moto_server = Path(sys.executable).with_name("moto_server")
         self._process = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
