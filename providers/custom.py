@@ -1,9 +1,9 @@
 """The executor for any platform speaking the Custom FaaS HTTP contract v1.
 
-It is a client of ``spec/custom-faas-platform-v1.md``: all six endpoints, any auth header,
-client certificates, and explicit timeouts (the original client had none, called a non-contract
-invoke path and ignored ``success: false``). Packages come from
-:func:`providers.packaging.build_custom_package`.
+It is a client of the contract that ``docs/custom-faas-contract.md`` describes: all six
+endpoints, any auth header, client certificates, and explicit timeouts (the original client
+had none, called a non-contract invoke path and ignored ``success: false``). Packages come
+from :func:`providers.packaging.build_custom_package`.
 
 The provider ``custom`` (:data:`PROVIDER`): built from :class:`CustomOptions` by a settings
 file, or constructed in code.

@@ -97,7 +97,10 @@ def test_deploy_without_a_config_deploys_the_one_the_app_gives_the_job() -> None
 
 
 def test_a_provider_this_installation_does_not_have_is_an_invalid_config() -> None:
-    with pytest.raises(InvalidConfig, match="unknown provider 'nimbus' \\(known: aws, custom\\)"):
+    with pytest.raises(
+        InvalidConfig,
+        match="unknown provider 'nimbus' \\(known: aws, azure, custom, digitalocean\\)",
+    ):
         build_package("nimbus", "mod:fn", [HANDLER_SOURCE])
 
 

@@ -159,11 +159,12 @@ def test_the_app_tables_are_not_knobs_but_other_keys_still_are(tmp_path: Path) -
     [
         (
             '[faas.jobs.1]\nprovider = "nimbus"\n',
-            "faas.jobs.1.provider: unknown provider 'nimbus' (known: aws, custom)",
+            "faas.jobs.1.provider: unknown provider 'nimbus' "
+            "(known: aws, azure, custom, digitalocean)",
         ),
         (
             '[faas.options.gcp]\nproject = "p"\n',
-            "faas.options.gcp: unknown provider 'gcp' (known: aws, custom)",
+            "faas.options.gcp: unknown provider 'gcp' (known: aws, azure, custom, digitalocean)",
         ),
         ("[faas.jobs.1]\nmemory_mb = 256\n", "faas.jobs.1.provider: expected a provider name"),
         ("[faas.options]\ncustom = 3\n", "faas.options.custom: expected a table"),
@@ -248,7 +249,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         """,
     )
     assert message.split("; ") == [
-        "faas.jobs.1.provider: unknown provider 'nimbus' (known: aws, custom)",
+        "faas.jobs.1.provider: unknown provider 'nimbus' (known: aws, azure, custom, digitalocean)",
         "faas.jobs.2.bogus: unknown key",
     ]
 

@@ -78,7 +78,11 @@ def test_providers_and_dispatcher_import_without_any_extra() -> None:
         }))
         """
     )
-    assert result == {"providers": ["aws", "custom"], "executor": "custom", "loaded": []}
+    assert result == {
+        "providers": ["aws", "azure", "custom", "digitalocean"],
+        "executor": "custom",
+        "loaded": [],
+    }
 
 
 def test_a_provider_whose_sdk_is_missing_names_its_extra_at_first_use() -> None:
@@ -139,4 +143,23 @@ def test_a_provider_module_that_imports_a_missing_sdk_names_its_extra() -> None:
         "error": "provider 'gcp' needs google, which is not installed: "
         "pip install 'blueprint-faas[gcp]'",
         "module": "google",
+    }
+
+
+def test_the_azure_provider_needs_its_extra_only_to_build_an_executor() -> None:
+    result = run_core_only(
+        """
+        from providers.registry import MissingExtra, create_executor, provider_spec
+
+        declared = provider_spec("azure").name
+        try:
+            create_executor("azure", {"subscription_id": "s", "region": "eastus"})
+        except MissingExtra as error:
+            print(json.dumps({"declared": declared, "error": str(error)}))
+        """
+    )
+    assert result == {
+        "declared": "azure",
+        "error": "provider 'azure' needs azure.identity, which is not installed: "
+        "pip install 'blueprint-faas[azure]'",
     }

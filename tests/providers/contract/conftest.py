@@ -17,9 +17,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.providers._azure_fake import FakeAzure
+from tests.providers._digitalocean_fake import FakeDigitalOcean
 from tests.providers._lambda_platform import local_lambda
 from tests.providers.contract._aws import AwsDriver
+from tests.providers.contract._azure import AzureDriver
 from tests.providers.contract._custom import ContractFront, CustomDriver
+from tests.providers.contract._digitalocean import DigitalOceanDriver
 from tests.providers.contract._driver import EXECUTOR_KINDS, ContractDriver, executor_kind
 from tests.providers.reference_server._support import ServerProcess
 
@@ -60,6 +64,26 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
             secret_key=f"contract-secret-{secrets.token_hex(8)}",
             env_secret=f"env-{secrets.token_hex(8)}",
         )
+        yield driver
+        driver.executor.close()
+
+
+@executor_kind
+def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """A local fake of ARM and Kudu; each app served by a real host process."""
+    work_dir = tmp_path_factory.mktemp("contract-azure")
+    with FakeAzure(work_dir / "platform") as platform:
+        driver = AzureDriver(platform, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
+        yield driver
+        driver.executor.close()
+
+
+@executor_kind
+def digitalocean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """The local fake of DigitalOcean's namespaces API and OpenWhisk API, running the actions."""
+    work_dir = tmp_path_factory.mktemp("contract-digitalocean")
+    with FakeDigitalOcean(f"dop_v1_{secrets.token_hex(16)}", work_dir) as fake:
+        driver = DigitalOceanDriver(fake, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
         yield driver
         driver.executor.close()
 
