@@ -40,7 +40,7 @@ from providers._http import STATUS_ERRORS, parse_retry_after, truncate_message
 from providers._lambda_report import LambdaReport, parse_log_tail
 from providers._poll import Pending, PollPolicy, poll_until
 from providers._pool import DEFAULT_CONNECT_TIMEOUT_S
-from providers._replies import ContractBytes, OptionalText, json_object_or_none, validate_reply
+from providers._replies import CoreReply, OptionalText, json_object_or_none, validate_reply
 from providers.base import (
     FUNCTION_NAME_PREFIX,
     FaasConfig,
@@ -543,7 +543,7 @@ class LambdaExecutor(FaasExecutor):
         if "FunctionError" in response:
             raise self._function_error(job_id, body, report)
         reply = validate_reply(
-            _EntryReply, json_object_or_none(body), provider=self.provider_name, what="Invoke reply"
+            CoreReply, json_object_or_none(body), provider=self.provider_name, what="Invoke reply"
         )
         if reply.success is False:
             raise self._failure(job_id, FunctionError, f"job function failed: {reply.error}")
@@ -846,18 +846,6 @@ class LambdaExecutor(FaasExecutor):
             status=status,
             retry_after_s=retry_after_s,
         )
-
-
-class _EntryReply(BaseModel):
-    """What the generated entry point returns (and functions built for the crate's format)."""
-
-    model_config = ConfigDict(strict=True, frozen=True)
-
-    result: ContractBytes
-    success: bool = True
-    error: OptionalText = None
-    fresh: bool | None = None
-    handler_ms: float | None = None
 
 
 class _LambdaErrorBody(BaseModel):

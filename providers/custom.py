@@ -33,7 +33,7 @@ from providers._pool import (
     PooledClient,
 )
 from providers._replies import (
-    ContractBytes,
+    ByteArray,
     OptionalText,
     Rfc3339Datetime,
     json_object_or_none,
@@ -441,7 +441,7 @@ class _InvokeReplyBody(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True)
 
-    result: ContractBytes
+    result: ByteArray
     execution_ms: float | None = None
     cold_start: bool | None = None
     memory_used_mb: float | None = None

@@ -9,7 +9,8 @@ Adapters, one module each: :mod:`providers.packaging.custom` (the Custom FaaS co
 executable ``bootstrap``), :mod:`providers.packaging.aws` (a module whose
 ``handler(event, context)`` AWS Lambda's Python runtime calls),
 :mod:`providers.packaging.azure` (an Azure Functions Python v2 app, ``function_app.py``),
-:mod:`providers.packaging.digitalocean` (an OpenWhisk Python zip action's ``__main__.py``).
+:mod:`providers.packaging.digitalocean` (an OpenWhisk Python zip action's ``__main__.py``),
+:mod:`providers.packaging.gcp` (a Cloud Functions source zip served by functions-framework).
 A new runtime is one more module here whose builder hands its entry-point source to
 ``_core.python_package``; its provider names that builder in its ``PROVIDER`` declaration
 (:mod:`providers.registry`).
@@ -32,6 +33,7 @@ from providers.packaging.custom import (
     build_shell_package,
 )
 from providers.packaging.digitalocean import ENV_PARAMETER, build_digitalocean_package
+from providers.packaging.gcp import ENTRY_POINT, build_gcp_package
 
 __all__ = [  # noqa: RUF022  (grouped by purpose)
     # What every package shares
@@ -52,6 +54,9 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     # DigitalOcean Functions' OpenWhisk Python runtime
     "ENV_PARAMETER",
     "build_digitalocean_package",
+    # Cloud Functions (2nd gen)
+    "ENTRY_POINT",
+    "build_gcp_package",
 ]
 
 

@@ -225,7 +225,7 @@ def test_a_failure_reply_of_a_function_in_the_crates_format_is_a_function_error(
     with executor_at(bare_moto.url) as executor:
         executor.deploy_job(4, packages["reverse"], FaasConfig())
         bare_moto.queue_results([json.dumps({"result": [], "success": False, "error": "boom"})])
-        bare_moto.queue_results(['{"job_id": 4, "args": [1]}'])
+        bare_moto.queue_results(['"not a reply object"'])
 
         failed = raised(executor, 4)
         malformed = raised(executor, 4)
