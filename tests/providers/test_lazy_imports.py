@@ -83,7 +83,7 @@ def test_providers_and_dispatcher_import_without_any_extra() -> None:
         """
     )
     assert result == {
-        "providers": ["azure", "custom", "digitalocean", "gcp"],
+        "providers": ["aws", "azure", "custom", "digitalocean", "gcp"],
         "executor": "custom",
         "loaded": [],
     }
@@ -120,32 +120,18 @@ def test_the_gcp_provider_is_declared_without_google_auth_and_names_its_extra() 
 
 
 def test_a_provider_whose_sdk_is_missing_names_its_extra_at_first_use() -> None:
-    # A cloud provider as the coming modules will be: its SDK in ``requires``, imported only
-    # when an executor is built. It is put in place by hand, as ``providers.aws``.
+    # providers.aws imports boto3 only when an executor is built: its declaration, options
+    # and package builder need no SDK.
     result = run_core_only(
         """
-        import types
-        import providers
-        from providers.custom import CustomOptions, HttpFaasExecutor
-        from providers.registry import MissingExtra, ProviderSpec, create_executor, provider_spec
+        from providers.registry import MissingExtra, create_executor, provider_spec
 
-        class LambdaExecutor(HttpFaasExecutor):
-            provider_name = "aws"
-
-        module = types.ModuleType("providers.aws")
-        module.PROVIDER = ProviderSpec(
-            executor=LambdaExecutor,
-            options=CustomOptions,
-            create=LambdaExecutor.from_options,
-            build_package=provider_spec("custom").build_package,
-            price_list="aws",
-            requires=("boto3",),
-        )
-        sys.modules["providers.aws"] = module
-
-        declared = provider_spec("aws").name  # the declaration itself needs no SDK
+        declared = provider_spec("aws").name
         try:
-            create_executor("aws", {"base_url": "http://127.0.0.1:1"})
+            create_executor(
+                "aws",
+                {"region": "eu-west-1", "role_arn": "arn:aws:iam::123456789012:role/r"},
+            )
         except MissingExtra as error:
             print(json.dumps({"declared": declared, "error": str(error)}))
         """

@@ -37,7 +37,7 @@ def handler_source(tmp_path: Path) -> Path:
 
 def test_the_registered_providers_are_the_ones_that_exist() -> None:
     # The README lists these and no other: a cloud provider joins with its own module.
-    assert provider_names() == ["azure", "custom", "digitalocean", "gcp"]
+    assert provider_names() == ["aws", "azure", "custom", "digitalocean", "gcp"]
 
 
 @pytest.mark.parametrize("name", provider_names())

@@ -20,6 +20,8 @@ import pytest
 from tests.providers._azure_fake import FakeAzure
 from tests.providers._digitalocean_fake import FakeDigitalOcean
 from tests.providers._gcp_platform import GcpPlatform
+from tests.providers._lambda_platform import local_lambda
+from tests.providers.contract._aws import AwsDriver
 from tests.providers.contract._azure import AzureDriver
 from tests.providers.contract._custom import ContractFront, CustomDriver
 from tests.providers.contract._digitalocean import DigitalOceanDriver
@@ -51,6 +53,21 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]
             driver.executor.close()
     finally:
         server.stop()
+
+
+@executor_kind
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """moto's server with a front that runs each package as Lambda's Python runtime would."""
+    work_dir = tmp_path_factory.mktemp("contract-aws")
+    with local_lambda(work_dir / "platform") as front:
+        driver = AwsDriver(
+            front,
+            work_dir,
+            secret_key=f"contract-secret-{secrets.token_hex(8)}",
+            env_secret=f"env-{secrets.token_hex(8)}",
+        )
+        yield driver
+        driver.executor.close()
 
 
 @executor_kind
