@@ -48,6 +48,14 @@ class PoolKind(StrEnum):
     SOLO = "solo"
 
 
+class LaneChoice(StrEnum):
+    """The sides of its jobs a worker serves (``dispatcher.placement.Lane``, or both)."""
+
+    BOTH = "both"
+    LOCAL = "local"
+    FAAS = "faas"
+
+
 def main() -> None:
     """Console-script entry point."""
     # As with ``celery -A``: an app module in the current folder is importable by name.
@@ -66,9 +74,14 @@ def worker(
     pool: Annotated[PoolKind, typer.Option(help="The worker pool.")] = PoolKind.PREFORK,
     concurrency: Annotated[int | None, typer.Option(min=1)] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
+    lane: Annotated[
+        LaneChoice,
+        typer.Option(help="Serve the local side, the FaaS side, or both, of the jobs."),
+    ] = LaneChoice.BOTH,
 ) -> None:
     """Serve the queues of the app's jobs (all of them unless --jobs)."""
     from dispatcher.app import load_app
+    from dispatcher.placement import Lane
     from workers import run_worker
 
     job_ids = None if jobs is None else _job_ids(jobs)
@@ -79,6 +92,7 @@ def worker(
             pool=pool.value,  # type: ignore[arg-type]  # PoolKind's values are Pool's
             concurrency=concurrency,
             loglevel=loglevel,
+            lanes=None if lane is LaneChoice.BOTH else [Lane(lane.value)],
         )
 
 
