@@ -4,7 +4,7 @@ It answers every ``POST .../invoke`` after ``delay_s`` with the call's args as i
 and measures what a provider would: requests received, the most in flight at once, and the
 statuses it answered. Switches:
 
-- ``failing``: answer 503 (an outage), without the delay;
+- ``failing``: answer 502 (an outage behind the provider's gateway), without the delay;
 - ``capacity``: answer 429 to a request that arrives while that many are already in flight
   (a provider's concurrency limit).
 
@@ -50,7 +50,7 @@ class SwitchableFunction:
         with self.lock:
             self.requests += 1
             if self.failing:
-                return self._answer(503, _error("the function is down", "UNAVAILABLE"))
+                return self._answer(502, _error("the function is down", "BAD_GATEWAY"))
             if self.capacity is not None and self.in_flight >= self.capacity:
                 return self._answer(429, _error("too many concurrent calls", "THROTTLED"))
             self.in_flight += 1

@@ -1,0 +1,208 @@
+"""Placement with real processes: overflow under a burst, fallback and fail-fast behind the
+shared breaker, one budget across worker processes, and leases of a killed worker expiring.
+
+The provider is a :class:`~tests.switchable_function.SwitchableFunction` in this process,
+switched to fail (502) or to throttle (429 past its capacity), which counts the requests it
+received and the most it had in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import redis
+
+from dispatcher import JobCall, JobResult, Settings
+from dispatcher._celery_client import CeleryClient
+from dispatcher.breaker import BreakerState, read_breaker
+from dispatcher.budget import ConcurrencyBudget
+from dispatcher.keys import budget_key
+from dispatcher.placement import PlacementReason
+from providers.errors import ErrorKind
+from tests.switchable_function import SwitchableFunction, switchable_function
+from tests.workers import placement_app
+from tests.workers.conftest import FAST_KNOBS, Run, StartWorker, wait_until
+from tests.workers.placement_app import BUDGET, BUDGETED, FAAS_ONLY, FALLBACK, OVERFLOW
+
+APP = "tests.workers.placement_app"
+COOLDOWN_S = 10.0
+LEASE_MARGIN_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def _served_function() -> Iterator[SwitchableFunction]:
+    with switchable_function() as function:
+        yield function
+
+
+@pytest.fixture
+def function(_served_function: SwitchableFunction) -> SwitchableFunction:
+    _served_function.reset()
+    return _served_function
+
+
+@pytest.fixture
+def placed(redis_url: str, function: SwitchableFunction, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The placement app as the runner sees it, and the settings its workers get."""
+    monkeypatch.setenv(placement_app.SWITCH_URL_ENV, function.url)
+    settings = Settings.from_redis_url(
+        redis_url,
+        **{
+            **FAST_KNOBS,
+            "overflow_backlog_high": 3,
+            "overflow_backlog_low": 1,
+            "overflow_sample_s": 0.02,
+            "breaker_failures": 3,
+            "breaker_cooldown_s": COOLDOWN_S,
+            "budget_lease_margin_s": LEASE_MARGIN_S,
+        },
+    )
+    return placement_app.build_app().with_settings(settings)
+
+
+def _start(start_worker: StartWorker, placed: Any, url: str, **options: Any) -> Any:
+    env = {placement_app.SWITCH_URL_ENV: url}
+    return start_worker(app=APP, worker_settings=placed.settings, extra_env=env, **options)
+
+
+def _ms(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def _where(results: list[JobResult]) -> Counter[tuple[str, str]]:
+    return Counter((result.ran_on, str(result.placement_reason)) for result in results)
+
+
+def test_a_burst_overflows_to_faas_and_calls_come_back_local_once_it_drains(
+    start_worker: StartWorker, placed: Any, function: SwitchableFunction
+) -> None:
+    function.delay_s = 0.05
+    _start(start_worker, placed, function.url, lane="local", concurrency=1)
+    _start(start_worker, placed, function.url, lane="faas", concurrency=8)
+    burst = [JobCall(OVERFLOW, _ms(200)) for _ in range(24)]
+    after = [JobCall(OVERFLOW, _ms(1)) for _ in range(2)]
+    drained = threading.Event()
+
+    def producer() -> Iterator[JobCall]:
+        yield from burst
+        drained.wait(60)  # the next calls come once the burst is answered
+        yield from after
+
+    run = Run(placed, burst + after, max_in_flight=30, producer=producer())
+    wait_until(lambda: len(run.results) >= len(burst), 60, "the burst's results")
+    drained.set()
+    run.finish(60)
+
+    run.assert_each_answered_once_and_ok()
+    during = _where([r for r in run.results if r.call_id in {c.call_id for c in burst}])
+    assert during[("custom", "overflow")] >= 1
+    assert during[("local", "policy")] >= 1
+    assert set(during) == {("custom", "overflow"), ("local", "policy")}
+    assert function.requests == during[("custom", "overflow")]
+    later = [r for r in run.results if r.call_id in {c.call_id for c in after}]
+    assert _where(later) == Counter({("local", "policy"): 2})
+    burst_ids = {call.call_id for call in burst}
+    assert all(result.body == _ms(200) for result in run.results if result.call_id in burst_ids)
+
+
+def test_an_open_breaker_fails_fast_falls_back_is_shared_and_closes_after_probes(
+    start_worker: StartWorker, placed: Any, function: SwitchableFunction, redis_url: str
+) -> None:
+    scope = placed.registry.get(FAAS_ONLY).scope
+    broker = redis.Redis.from_url(redis_url)
+    function.failing = True
+    first = _start(start_worker, placed, function.url, concurrency=4)
+    run = Run(placed, [JobCall(FAAS_ONLY, _ms(1)) for _ in range(3)], max_in_flight=1)
+    run.finish(60)
+    # Three failures opened it, every later attempt was refused before it was sent.
+    assert function.requests == 3
+    assert read_breaker(broker, scope).state is BreakerState.OPEN
+    for result in run.results:
+        assert result.error is not None and result.error.kind is ErrorKind.CIRCUIT_OPEN
+        assert result.error.retryable
+        assert result.error.retry_after_s is not None
+        assert 0 < result.error.retry_after_s <= COOLDOWN_S
+    # Another worker process sees the same breaker: nothing more reaches the provider.
+    _start(start_worker, placed, function.url, concurrency=4)
+    first.stop()
+    refused = Run(placed, [JobCall(FAAS_ONLY, _ms(1)) for _ in range(3)], max_in_flight=3)
+    refused.finish(60)
+    assert {r.error.kind for r in refused.results if r.error} == {ErrorKind.CIRCUIT_OPEN}
+    # A fallback job runs locally: published to its local lane, or, already queued on the
+    # FaaS side, run by the local handler of the worker that took it.
+    fallback = Run(placed, [JobCall(FALLBACK, _ms(1)) for _ in range(3)], max_in_flight=3)
+    fallback.finish(60)
+    fallback.assert_each_answered_once_and_ok()
+    assert _where(fallback.results) == Counter({("local", "fallback"): 3})
+    queued = JobCall(FALLBACK, _ms(1))
+    client = CeleryClient(placed.settings)
+    try:
+        stored = client.publish(queued).get(timeout=60)
+    finally:
+        client.close()
+    assert JobResult.from_wire(stored).placement_reason is PlacementReason.FALLBACK
+    assert function.requests == 3
+    # The provider is back: after the cool-down one probe closes the breaker.
+    function.failing = False
+    wait_until(lambda: not read_breaker(broker, scope).is_open, COOLDOWN_S + 30, "cool-down")
+    back = Run(placed, [JobCall(FAAS_ONLY, _ms(1)) for _ in range(3)], max_in_flight=1)
+    back.finish(60)
+    back.assert_each_answered_once_and_ok()
+    assert _where(back.results) == Counter({("custom", "policy"): 3})
+    assert read_breaker(broker, scope).state is BreakerState.CLOSED
+
+
+def test_two_worker_processes_never_have_more_than_the_budget_in_flight(
+    start_worker: StartWorker, placed: Any, function: SwitchableFunction
+) -> None:
+    function.delay_s, function.capacity = 0.15, BUDGET
+    for _ in range(2):
+        _start(start_worker, placed, function.url, concurrency=4)
+    run = Run(placed, [JobCall(BUDGETED, _ms(1)) for _ in range(16)], max_in_flight=16)
+    run.finish(120)
+    run.assert_each_answered_once_and_ok()
+    assert function.statuses[429] == 0
+    assert function.peak_in_flight == BUDGET
+    assert function.requests == 16
+
+
+def test_leases_of_a_killed_worker_expire_after_the_lease_time(
+    start_worker: StartWorker, placed: Any, function: SwitchableFunction, redis_url: str
+) -> None:
+    function.delay_s = 2.5
+    broker = redis.Redis.from_url(redis_url)
+    scope = placed.registry.get(BUDGETED).scope
+    leases = budget_key(scope, "leases")
+    worker = _start(start_worker, placed, function.url, concurrency=4)
+    calls = [JobCall(BUDGETED, _ms(1)) for _ in range(4)]
+    run = Run(placed, calls, max_in_flight=4)
+    wait_until(lambda: broker.zcard(leases) == BUDGET, 30, "the budget to be taken")
+    worker.kill()
+    seconds, micros = broker.time()
+    killed_at_ms = seconds * 1000 + micros // 1000
+    lease_ms = (placement_app.FAAS_CONFIG.timeout_secs + LEASE_MARGIN_S) * 1000
+    held = cast("list[tuple[bytes, float]]", broker.zrange(leases, 0, -1, withscores=True))
+    expiries = [score for _, score in held]
+    assert len(expiries) == BUDGET
+    assert all(expiry <= killed_at_ms + lease_ms for expiry in expiries)
+
+    def past_every_lease() -> bool:
+        now_s, now_us = broker.time()
+        return now_s * 1000 + now_us // 1000 > max(expiries)
+
+    wait_until(past_every_lease, 30, "the leases' expiry")
+    budget = ConcurrencyBudget(broker, scope, BUDGET, recover_s=60)
+    taken = [budget.acquire(0, 30) for _ in range(BUDGET)]
+    assert all(taken), "the whole budget is back"
+    for lease in taken:
+        assert lease is not None
+        budget.release(lease)
+    # The killed worker's calls are restored and answered by another, each exactly once.
+    function.delay_s = 0.0
+    _start(start_worker, placed, function.url, concurrency=4)
+    run.finish(90)
+    run.assert_each_answered_once_and_ok()
