@@ -199,7 +199,9 @@ def _compare(
     )
     print(f"{'':>16}  {'failed':>6}  {'p50 ms':>7}  {'p99 ms':>7}  {'to failing':>10}  local")
     for side, name in _SIDES.items():
-        failed_n, _, p50, p99, sent, local = (statistics.median(c) for c in zip(*rows[side]))
+        failed_n, _, p50, p99, sent, local = (
+            statistics.median(c) for c in zip(*rows[side], strict=True)
+        )
         print(f"{name:>16}  {failed_n:6.0f}  {p50:7.0f}  {p99:7.0f}  {sent:10.0f}  {local:.1%}")
 
 

@@ -115,14 +115,14 @@ def main() -> None:
                 ("faas", args.faas_pool, args.faas_slots),
             ):
                 command = blueprint_worker_command(
-                    "overflow:blueprint", pool=pool, concurrency=slots, loglevel="WARNING"
+                    "overflow:blueprint", pool=pool, concurrency=slots, loglevel="INFO"
                 )
                 processes.append(
                     start_process(
                         [*command, "--lane", lane],
                         root / f"worker-{lane}.log",
                         env=env,
-                        ready=lambda lane=lane: _ready(root / f"worker-{lane}.log"),
+                        ready_line=WORKER_READY_LINE,
                         what=f"the {lane} worker",
                     )
                 )
@@ -138,12 +138,6 @@ def main() -> None:
 
 def _config(max_concurrency: int) -> FaasConfig:
     return FaasConfig(timeout_secs=30, memory_mb=_MEMORY_MB, max_concurrency=max_concurrency)
-
-
-def _ready(log: Path) -> bool:
-    # At WARNING the worker does not log " ready."; Celery's banner line is enough then.
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return WORKER_READY_LINE in text or "[queues]" in text
 
 
 def _start_reference_server(root: Path, processes: list[subprocess.Popen[bytes]]) -> str:
@@ -213,7 +207,9 @@ def _compare(
     print(f"\n{args.calls} calls of {args.job_ms} ms, {args.local_slots} local slots; medians")
     print(f"{'':>13}  {'p50 ms':>8}  {'p99 ms':>8}  {'on FaaS':>8}  {'cost $':>10}  CPU ms/call")
     for job_id in (LOCAL_ONLY, OVERFLOW):
-        p50, p99, share, cost, cpu = (statistics.median(c) for c in zip(*figures[job_id]))
+        p50, p99, share, cost, cpu = (
+            statistics.median(c) for c in zip(*figures[job_id], strict=True)
+        )
         print(
             f"{_NAMES[job_id]:>13}  {p50:8.0f}  {p99:8.0f}  {share:8.1%}  {cost:10.7f}  {cpu:.1f}"
         )
