@@ -61,11 +61,7 @@ class Placement(StrEnum):
     @property
     def home(self) -> Lane:
         """The side that runs the job's calls when nothing is wrong."""
-        return (
-            Lane.FAAS
-            if self in (Placement.FAAS, Placement.FAAS_WITH_LOCAL_FALLBACK)
-            else (Lane.LOCAL)
-        )
+        return Lane.FAAS if self in _FAAS_HOMED else Lane.LOCAL
 
     @property
     def spare(self) -> Lane | None:
@@ -91,6 +87,7 @@ class PlacementReason(StrEnum):
     FALLBACK = "fallback"
 
 
+_FAAS_HOMED = frozenset({Placement.FAAS, Placement.FAAS_WITH_LOCAL_FALLBACK})
 _SPARE = {
     Placement.LOCAL_WITH_FAAS_OVERFLOW: Lane.FAAS,
     Placement.FAAS_WITH_LOCAL_FALLBACK: Lane.LOCAL,
