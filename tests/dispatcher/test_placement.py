@@ -193,3 +193,49 @@ def test_a_worker_knows_the_side_and_the_reason_from_the_queue(
 ) -> None:
     route = route_of_queue(0, placement, queue)
     assert (route.lane, route.reason) == (lane, reason)
+
+
+def test_status_shows_placements_lanes_breakers_and_budgets(redis_url: str) -> None:
+    from dispatcher.budget import ConcurrencyBudget
+    from dispatcher.status import app_status
+    from providers.custom import LIMITS
+
+    settings = Settings.from_redis_url(redis_url, **KNOBS)
+    broker = redis.Redis.from_url(redis_url)
+    budgeted = HttpFaasExecutor(
+        "http://127.0.0.1:9/budgeted",
+        limits=LIMITS.model_copy(update={"max_account_concurrency": 3}),
+    )
+    app = Blueprint(
+        router=_router(0, 1, 2),
+        settings=settings,
+        placements={0: "local_with_faas_overflow", 1: "faas_with_local_fallback"},
+    )
+    app.with_faas_executor(0, HttpFaasExecutor("http://127.0.0.1:9"))
+    app.with_faas_executor(1, budgeted)
+    broker.lpush(lane_queue(0, Lane.FAAS), "call")  # any message: status only counts them
+    breaker = CircuitBreaker(broker, budgeted.scope, BreakerPolicy(failures=1, cooldown_s=60))
+    breaker.record(breaker.admit(), failed=True)
+    ConcurrencyBudget(broker, budgeted.scope, 3, recover_s=60).acquire(0, 60)
+
+    jobs = {job["job_id"]: job for job in app_status(app, inspect_timeout_s=0.2).to_dict()["jobs"]}
+
+    assert (jobs[0]["placement"], jobs[0]["lane_queue"]) == (
+        "local_with_faas_overflow",
+        "blueprint.jobs.0.faas",
+    )
+    assert jobs[0]["lane_queue_length"] == 1
+    assert jobs[0]["budget"] is None
+    assert jobs[0]["breaker"]["state"] == "closed"
+    assert (jobs[1]["placement"], jobs[1]["lane_queue"]) == (
+        "faas_with_local_fallback",
+        "blueprint.jobs.1.local",
+    )
+    assert jobs[1]["breaker"]["state"] == "open"
+    assert 0 < jobs[1]["breaker"]["cooldown_left_s"] <= 60
+    assert jobs[1]["budget"] == {"limit": 3, "declared": 3, "in_use": 1}
+    assert (jobs[2]["placement"], jobs[2]["lane_queue"], jobs[2]["breaker"]) == (
+        "local",
+        None,
+        None,
+    )

@@ -13,8 +13,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, cast
 
+import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import JobCall, JobResult, Settings
 from dispatcher._celery_client import CeleryClient
@@ -25,11 +27,12 @@ from dispatcher.placement import PlacementReason
 from providers.errors import ErrorKind
 from tests.switchable_function import SwitchableFunction, switchable_function
 from tests.workers import placement_app
-from tests.workers.conftest import FAST_KNOBS, Run, StartWorker, wait_until
+from tests.workers.conftest import FAST_KNOBS, Run, StartWorker, free_port, wait_until
 from tests.workers.placement_app import BUDGET, BUDGETED, FAAS_ONLY, FALLBACK, OVERFLOW
 
 APP = "tests.workers.placement_app"
-COOLDOWN_S = 10.0
+#: Longer than any test runs: a cool-down that ended mid-test would let a probe through.
+COOLDOWN_S = 300.0
 LEASE_MARGIN_S = 1.0
 
 
@@ -66,7 +69,17 @@ def placed(redis_url: str, function: SwitchableFunction, monkeypatch: pytest.Mon
 
 def _start(start_worker: StartWorker, placed: Any, url: str, **options: Any) -> Any:
     env = {placement_app.SWITCH_URL_ENV: url}
-    return start_worker(app=APP, worker_settings=placed.settings, extra_env=env, **options)
+    options.setdefault("worker_settings", placed.settings)
+    return start_worker(app=APP, extra_env=env, **options)
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _ms(value: int) -> bytes:
@@ -109,7 +122,7 @@ def test_a_burst_overflows_to_faas_and_calls_come_back_local_once_it_drains(
     assert all(result.body == _ms(200) for result in run.results if result.call_id in burst_ids)
 
 
-def test_an_open_breaker_fails_fast_falls_back_is_shared_and_closes_after_probes(
+def test_an_open_breaker_fails_fast_is_shared_by_workers_and_falls_back_locally(
     start_worker: StartWorker, placed: Any, function: SwitchableFunction, redis_url: str
 ) -> None:
     scope = placed.registry.get(FAAS_ONLY).scope
@@ -127,7 +140,9 @@ def test_an_open_breaker_fails_fast_falls_back_is_shared_and_closes_after_probes
         assert result.error.retry_after_s is not None
         assert 0 < result.error.retry_after_s <= COOLDOWN_S
     # Another worker process sees the same breaker: nothing more reaches the provider.
-    _start(start_worker, placed, function.url, concurrency=4)
+    port = free_port()
+    exported = placed.settings.model_copy(update={"metrics_port": port})
+    _start(start_worker, placed, function.url, concurrency=4, worker_settings=exported)
     first.stop()
     refused = Run(placed, [JobCall(FAAS_ONLY, _ms(1)) for _ in range(3)], max_in_flight=3)
     refused.finish(60)
@@ -146,9 +161,26 @@ def test_an_open_breaker_fails_fast_falls_back_is_shared_and_closes_after_probes
         client.close()
     assert JobResult.from_wire(stored).placement_reason is PlacementReason.FALLBACK
     assert function.requests == 3
-    # The provider is back: after the cool-down one probe closes the breaker.
+    samples = _scrape(port)
+    assert samples[("blueprint_faas_breaker_state", (("scope", scope),))] == 2
+    placed_locally = (("job_id", str(FALLBACK)), ("ran_on", "local"), ("reason", "fallback"))
+    assert samples[("blueprint_faas_placements_total", placed_locally)] == 4
+
+
+def test_after_the_cool_down_a_probe_through_a_worker_closes_the_breaker(
+    start_worker: StartWorker, placed: Any, function: SwitchableFunction, redis_url: str
+) -> None:
+    scope = placed.registry.get(FAAS_ONLY).scope
+    broker = redis.Redis.from_url(redis_url)
+    short = placed.settings.model_copy(update={"breaker_cooldown_s": 1.0})
+    _start(start_worker, placed, function.url, concurrency=4, worker_settings=short)
+    function.failing = True
+    outage = Run(placed, [JobCall(FAAS_ONLY, _ms(1)) for _ in range(3)], max_in_flight=1)
+    outage.finish(60)
+    assert ErrorKind.CIRCUIT_OPEN in {r.error.kind for r in outage.results if r.error}
+    # The provider is back: once the cool-down is over, one probe closes the breaker.
     function.failing = False
-    wait_until(lambda: not read_breaker(broker, scope).is_open, COOLDOWN_S + 30, "cool-down")
+    wait_until(lambda: not read_breaker(broker, scope).is_open, 30, "the cool-down")
     back = Run(placed, [JobCall(FAAS_ONLY, _ms(1)) for _ in range(3)], max_in_flight=1)
     back.finish(60)
     back.assert_each_answered_once_and_ok()
