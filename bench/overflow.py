@@ -23,6 +23,7 @@ price of its own), and CPU per call of every process started.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import redis
 from _support import (
-    WORKER_READY_LINE,
     blueprint_worker_command,
     free_port,
     group_cpu_s,
@@ -46,6 +47,7 @@ from _support import (
 )
 
 from dispatcher import Blueprint, JobCall, Router, Settings
+from dispatcher.keys import CONSUMERS_KEY
 from dispatcher.placement import Placement
 from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
@@ -110,19 +112,21 @@ def main() -> None:
             )
             env = {**settings.to_env(), _FAAS_URL_ENV: faas_url, _JOB_MS_ENV: str(args.job_ms)}
             os.environ.update({_FAAS_URL_ENV: faas_url, _JOB_MS_ENV: str(args.job_ms)})
-            for lane, pool, slots in (
+            sides = (
                 ("local", "prefork", args.local_slots),
                 ("faas", args.faas_pool, args.faas_slots),
-            ):
+            )
+            for started, (lane, pool, slots) in enumerate(sides, start=1):
+                # WARNING: a log line per call would cost the FaaS side's CPU on two cores.
                 command = blueprint_worker_command(
-                    "overflow:blueprint", pool=pool, concurrency=slots, loglevel="INFO"
+                    "overflow:blueprint", pool=pool, concurrency=slots, loglevel="WARNING"
                 )
                 processes.append(
                     start_process(
                         [*command, "--lane", lane],
                         root / f"worker-{lane}.log",
                         env=env,
-                        ready_line=WORKER_READY_LINE,
+                        ready=functools.partial(_consuming, redis_url, started),
                         what=f"the {lane} worker",
                     )
                 )
@@ -136,6 +140,11 @@ def main() -> None:
                 stop_process(process)
 
 
+def _consuming(redis_url: str, workers: int) -> bool:
+    # Each worker's consuming channel registers itself once it consumes its queues.
+    return int(redis.Redis.from_url(redis_url).scard(CONSUMERS_KEY)) >= workers
+
+
 def _config(max_concurrency: int) -> FaasConfig:
     return FaasConfig(timeout_secs=30, memory_mb=_MEMORY_MB, max_concurrency=max_concurrency)
 
@@ -144,7 +153,7 @@ def _start_reference_server(root: Path, processes: list[subprocess.Popen[bytes]]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "providers.reference_server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--data-dir", str(root / "faas")]
+    command += ["--port", str(port), "--data-dir", str(root / "faas"), "--log-level", "warning"]
 
     def answers() -> bool:
         try:
