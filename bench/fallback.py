@@ -6,7 +6,7 @@ when the job is ``faas`` with no breaker (calls retried into the outage), ``faas
 shared circuit breaker (fails fast with ``circuit_open``), and ``faas_with_local_fallback``
 (served by the local handler while the breaker is open)? Target: with fallback no call fails.
 
-    .venv/bin/python bench/fallback.py [--seconds 8] [--outage 2:5] [--rate 40] [--rounds 1]
+    .venv/bin/python bench/fallback.py [--seconds 10] [--outage 3:6] [--rate 20] [--rounds 2]
         [--job-ms 20] [--pool gevent] [--concurrency 64]
 
 The provider is the switchable function server of the tests
@@ -91,10 +91,10 @@ blueprint = build_blueprint
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each run")
-    parser.add_argument("--outage", default="2:5", help="start:end of the outage, in seconds")
-    parser.add_argument("--rate", type=float, default=40.0, help="calls per second")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--outage", default="3:6", help="start:end of the outage, in seconds")
+    parser.add_argument("--rate", type=float, default=20.0, help="calls per second")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--job-ms", type=int, default=20)
     parser.add_argument("--pool", default="gevent", choices=["threads", "gevent"])
     parser.add_argument("--concurrency", type=int, default=64)
