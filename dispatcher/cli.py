@@ -223,11 +223,15 @@ def _job_ids(text: str) -> list[int]:
 
 def _describe(result: object) -> str:
     from dispatcher.jobs import JobResult
+    from dispatcher.placement import PlacementReason
 
     assert isinstance(result, JobResult)
+    where = f"ran_on={result.ran_on}"
+    if result.placement_reason != PlacementReason.POLICY:  # an overflow or a fallback
+        where = f"{where} placement_reason={result.placement_reason}"
     if result.ok:
-        return f"ok job={result.job_id} ran_on={result.ran_on} body_hex={result.body.hex()}"
-    return f"error job={result.job_id} ran_on={result.ran_on} error={result.error}"
+        return f"ok job={result.job_id} {where} body_hex={result.body.hex()}"
+    return f"error job={result.job_id} {where} error={result.error}"
 
 
 def _maybe_patch_gevent(argv: list[str]) -> None:
