@@ -239,3 +239,16 @@ def test_status_shows_placements_lanes_breakers_and_budgets(redis_url: str) -> N
         None,
         None,
     )
+
+
+def test_submit_publishes_where_the_placer_says(redis_url: str) -> None:
+    from dispatcher import JobCall, submit
+
+    settings = Settings.from_redis_url(redis_url, **KNOBS)
+    broker = redis.Redis.from_url(redis_url)
+    app = _app(settings, Placement.FAAS_WITH_LOCAL_FALLBACK)
+    assert submit(app, JobCall(0)) is None
+    breaker = CircuitBreaker(broker, app.registry.get(0).scope, BreakerPolicy(failures=1))
+    breaker.record(breaker.admit(), failed=True)
+    assert submit(app, JobCall(0)) is None
+    assert (broker.llen(job_queue(0)), broker.llen(lane_queue(0, Lane.LOCAL))) == (1, 1)
