@@ -21,6 +21,7 @@ __all__ = [
     "METRICS_MULTIPROC_DIR_ENV",
     "METRICS_PORT_DEFAULT",
     "METRICS_PREFIX",
+    "REQUEUES_HEADER",
     "RESTORER_LOCK_KEY",
     "WARM_QUEUE",
     "WARM_TASK",
@@ -42,6 +43,9 @@ WARM_QUEUE = "blueprint.control"
 KEY_PREFIX = "blueprint-faas:"
 
 EXECUTE_TASK = "blueprint_faas.execute"
+#: Header of an execute task's message: how often the call went back to its queue for want
+#: of a concurrency lease (not attempts: nothing was sent).
+REQUEUES_HEADER = "blueprint_requeues"
 WARM_TASK = "blueprint_faas.warm"
 HEALTH_TASK = "blueprint_faas.health"
 

@@ -29,6 +29,7 @@ from dispatcher.keys import (
     EXECUTE_TASK,
     HEALTH_TASK,
     JOB_QUEUE_PREFIX,
+    REQUEUES_HEADER,
     WARM_QUEUE,
     WARM_TASK,
 )
@@ -136,14 +137,21 @@ def _execute(task: ExecuteTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
         logger.info("call %s already has a result; not running it again", call.call_id)
         announce_stored(task.backend, call.call_id)
         raise Ignore()
-    attempt = task.request.retries + 1
+    requeues = _requeues(task)
+    attempt = task.request.retries - requeues + 1
     try:
         result = _run(task, call, attempt)
     except _Retryable as failure:
         return _retry_or_give_up(task, call, failure, attempt)
     except NoCapacity as waited:
+        # Not an attempt: nothing was sent. Counted apart, so it never brings the call
+        # closer to giving up.
         logger.info("call %s: %s; back to its queue", call.call_id, waited)
-        raise task.retry(countdown=task.blueprint.settings.budget_requeue_s, exc=waited) from None
+        raise task.retry(
+            countdown=task.blueprint.settings.budget_requeue_s,
+            exc=waited,
+            headers={REQUEUES_HEADER: requeues + 1},
+        ) from None
     return result.to_wire()
 
 
@@ -278,7 +286,7 @@ def _retry_or_give_up(
     task: ExecuteTask, call: JobCall, failure: _Retryable, attempt: int
 ) -> dict[str, Any]:
     settings = task.blueprint.settings
-    retries = task.request.retries
+    retries = attempt - 1  # retries after a failed attempt; requeues for capacity are not
     if retries >= settings.retry_max:
         error = JobError.from_faas_error(failure.error)
         message = f"gave up after {attempt} attempts: {error.message}"
@@ -300,7 +308,9 @@ def _retry_or_give_up(
         failure.error.kind,
         countdown_s,
     )
-    raise task.retry(countdown=countdown_s, exc=failure.error)
+    raise task.retry(
+        countdown=countdown_s, exc=failure.error, headers={REQUEUES_HEADER: _requeues(task)}
+    )
 
 
 # -- the control tasks ------------------------------------------------------------------
@@ -346,6 +356,12 @@ def _failure(
         attempts=attempt,
         placement_reason=reason,
     )
+
+
+def _requeues(task: ExecuteTask) -> int:
+    # Celery puts a message's own headers on the request; a retry carries them only when
+    # it is given them again (both retries here do).
+    return int(getattr(task.request, REQUEUES_HEADER, None) or 0)
 
 
 def _delivery_queue(task: ExecuteTask) -> str | None:

@@ -238,3 +238,19 @@ def test_leases_of_a_killed_worker_expire_after_the_lease_time(
     _start(start_worker, placed, function.url, concurrency=4)
     run.finish(90)
     run.assert_each_answered_once_and_ok()
+
+
+def test_calls_sent_back_for_want_of_a_lease_are_not_attempts(
+    start_worker: StartWorker, placed: Any, function: SwitchableFunction
+) -> None:
+    function.delay_s, function.capacity = 0.3, BUDGET
+    impatient = placed.settings.model_copy(
+        update={"budget_wait_s": 0.0, "budget_requeue_s": 0.05, "retry_max": 0}
+    )
+    worker = _start(start_worker, placed, function.url, concurrency=6, worker_settings=impatient)
+    run = Run(placed, [JobCall(BUDGETED, _ms(1)) for _ in range(6)], max_in_flight=6)
+    run.finish(120)
+    run.assert_each_answered_once_and_ok()
+    assert "back to its queue" in worker.output()  # some waited, with retry_max 0
+    assert [result.attempts for result in run.results] == [1] * 6
+    assert (function.requests, function.statuses[429]) == (6, 0)
