@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +25,9 @@ from dispatcher._cli_operations import (
     operations_cli,
     reported_errors,
 )
+
+if TYPE_CHECKING:
+    from dispatcher.runner import BlueprintRunnerBuilder, Producer
 
 __all__ = ["cli", "main"]
 
@@ -130,8 +135,15 @@ def submit_command(
 
 
 @cli.command()
-def run(app: AppOption) -> None:
-    """Run the app's producer to the end, handing every result to its consumers."""
+def run(
+    app: AppOption,
+    quiet: Annotated[bool, typer.Option(help="No live progress bar, only the summary.")] = False,
+) -> None:
+    """Run the app's producer to the end, handing every result to its consumers.
+
+    On a terminal a live bar shows answered of submitted calls, ok and failed, calls/s and
+    calls in flight; the summary line follows in every case.
+    """
     from dispatcher.app import load_app
     from dispatcher.runner import BlueprintRunner
 
@@ -139,8 +151,9 @@ def run(app: AppOption) -> None:
         blueprint = load_app(app)
     if blueprint.producer is None:
         raise typer.BadParameter(f"{app} has no producer")
-    with reported_errors():
-        summary = BlueprintRunner.builder().app(blueprint).run()
+    builder = BlueprintRunner.builder().app(blueprint)
+    with reported_errors(), _run_progress(builder, blueprint.producer, shown=not quiet):
+        summary = builder.run()
     typer.echo(
         f"{summary.submitted} calls: {summary.succeeded} ok, {summary.failed} failed "
         f"in {summary.elapsed_s:.2f} s"
@@ -247,3 +260,19 @@ def _maybe_patch_gevent(argv: list[str]) -> None:
 
             monkey.patch_all()
             return
+
+
+def _run_progress(
+    builder: BlueprintRunnerBuilder, producer: Producer | Callable[[], Producer], *, shown: bool
+) -> AbstractContextManager[object]:
+    """A live bar on stderr for the run ``builder`` makes, if shown and stderr is a terminal."""
+    from rich.console import Console
+
+    from dispatcher._run_progress import RunProgress
+
+    console = Console(stderr=True)
+    if not (shown and console.is_terminal):
+        return nullcontext()
+    progress = RunProgress(console)
+    builder.producer(progress.counted(producer)).consumer(progress.record)
+    return progress

@@ -301,8 +301,8 @@ def test_cost_summarises_the_ledger_and_prices_a_job_on_every_provider(
         "aws": 0.220 * 0.0000166667 + 0.20e-6,
         # 100 ms steps (100, 200, 300, 400: mean 250 ms), 0.583 vCPU at 1 GiB, $0.40/M
         "gcp": 0.250 * (0.0000025 + 0.583 * 0.000024) + 0.40e-6,
-        # 100 ms minimum (100, 150, 250, 400: mean 225 ms), $0.20/M
-        "azure": 0.225 * 0.000016 + 0.20e-6,
+        # Flex: 1,000 ms minimum (every one of these), a 2,048 MB instance for 1 GiB, $0.40/M
+        "azure": 1.0 * 2 * 0.000026 + 0.40e-6,
         # 100 ms minimum, no request fee
         "digitalocean": 0.225 * 0.0000185,
         "custom": 0.0,

@@ -24,6 +24,7 @@ from dispatcher.records import InvocationRecord
 from dispatcher.status import queue_lengths, workers_by_queue
 from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply
 from providers.errors import InvalidConfig
+from providers.registry import provider_names
 
 HANDLER_SOURCE = Path(__file__).with_name("_ops_handler.py")
 
@@ -97,8 +98,10 @@ def test_deploy_without_a_config_deploys_the_one_the_app_gives_the_job() -> None
 
 
 def test_a_provider_this_installation_does_not_have_is_an_invalid_config() -> None:
-    with pytest.raises(InvalidConfig, match="unknown provider 'aws' \\(known: custom\\)"):
-        build_package("aws", "mod:fn", [HANDLER_SOURCE])
+    with pytest.raises(
+        InvalidConfig, match=rf"unknown provider 'nimbus' \(known: {', '.join(provider_names())}\)"
+    ):
+        build_package("nimbus", "mod:fn", [HANDLER_SOURCE])
 
 
 def test_executor_for_refuses_unknown_local_and_mismatched_jobs() -> None:
