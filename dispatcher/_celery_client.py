@@ -59,8 +59,8 @@ class CeleryClient:
         # The backend is thread-local in Celery: keep the one results are subscribed on.
         self.backend = self.app.backend
 
-    def publish(self, call: JobCall) -> AsyncResult:
-        """Send ``call`` to its job's queue, the call id as task id.
+    def publish(self, call: JobCall, queue: str | None = None) -> AsyncResult:
+        """Send ``call`` to ``queue`` (its job's own when None), the call id as task id.
 
         Raises
         ------
@@ -71,7 +71,7 @@ class CeleryClient:
             EXECUTE_TASK,
             args=(call.to_wire(),),
             task_id=call.call_id,
-            queue=job_queue(call.job_id),
+            queue=job_queue(call.job_id) if queue is None else queue,
             argsrepr=argsrepr(call),
             kwargsrepr="{}",
         )

@@ -324,10 +324,22 @@ def _print_status(report: AppStatus) -> None:
     from rich.table import Table
 
     table = Table(title="Jobs")
-    for column in ("job", "runs on", "function", "last health", "queued", "workers"):
+    columns = ("job", "runs on", "placement", "function", "last health", "queued", "breaker")
+    for column in (*columns, "budget", "workers"):
         table.add_column(column)
     for job in report.jobs:
         runs_on = job.provider or job.runs_on
+        queued = str(job.queue_length)
+        if job.lane_queue is not None:
+            queued = f"{queued} (+{job.lane_queue_length} on {job.lane_queue})"
+        breaker = "-"
+        if job.breaker is not None:
+            breaker = str(job.breaker.state).replace("_", "-")
+            if job.breaker.is_open:
+                breaker = f"{breaker}, {job.breaker.cooldown_left_s:.0f} s left"
+        budget = "-"
+        if job.budget is not None:
+            budget = f"{job.budget.in_use}/{job.budget.limit} (of {job.budget.declared})"
         function = "-"
         if job.deployment is not None:
             function = job.deployment.replace("_", " ")
@@ -340,7 +352,15 @@ def _print_status(report: AppStatus) -> None:
                 last_health = f"{last_health}: {job.health.error}"
         workers = ", ".join(job.workers) or "none"
         table.add_row(
-            str(job.job_id), runs_on, function, last_health, str(job.queue_length), workers
+            str(job.job_id),
+            runs_on,
+            job.placement.replace("_", " "),
+            function,
+            last_health,
+            queued,
+            breaker,
+            budget,
+            workers,
         )
     _stdout().print(table)
 

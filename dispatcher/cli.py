@@ -53,6 +53,14 @@ class PoolKind(StrEnum):
     SOLO = "solo"
 
 
+class LaneChoice(StrEnum):
+    """The sides of its jobs a worker serves (``dispatcher.placement.Lane``, or both)."""
+
+    BOTH = "both"
+    LOCAL = "local"
+    FAAS = "faas"
+
+
 def main() -> None:
     """Console-script entry point."""
     # As with ``celery -A``: an app module in the current folder is importable by name.
@@ -71,9 +79,14 @@ def worker(
     pool: Annotated[PoolKind, typer.Option(help="The worker pool.")] = PoolKind.PREFORK,
     concurrency: Annotated[int | None, typer.Option(min=1)] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
+    lane: Annotated[
+        LaneChoice,
+        typer.Option(help="Serve the local side, the FaaS side, or both, of the jobs."),
+    ] = LaneChoice.BOTH,
 ) -> None:
     """Serve the queues of the app's jobs (all of them unless --jobs)."""
     from dispatcher.app import load_app
+    from dispatcher.placement import Lane
     from workers import run_worker
 
     job_ids = None if jobs is None else _job_ids(jobs)
@@ -84,6 +97,7 @@ def worker(
             pool=pool.value,  # type: ignore[arg-type]  # PoolKind's values are Pool's
             concurrency=concurrency,
             loglevel=loglevel,
+            lanes=None if lane is LaneChoice.BOTH else [Lane(lane.value)],
         )
 
 
@@ -222,11 +236,15 @@ def _job_ids(text: str) -> list[int]:
 
 def _describe(result: object) -> str:
     from dispatcher.jobs import JobResult
+    from dispatcher.placement import PlacementReason
 
     assert isinstance(result, JobResult)
+    where = f"ran_on={result.ran_on}"
+    if result.placement_reason != PlacementReason.POLICY:  # an overflow or a fallback
+        where = f"{where} placement_reason={result.placement_reason}"
     if result.ok:
-        return f"ok job={result.job_id} ran_on={result.ran_on} body_hex={result.body.hex()}"
-    return f"error job={result.job_id} ran_on={result.ran_on} error={result.error}"
+        return f"ok job={result.job_id} {where} body_hex={result.body.hex()}"
+    return f"error job={result.job_id} {where} error={result.error}"
 
 
 def _maybe_patch_gevent(argv: list[str]) -> None:

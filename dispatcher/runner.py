@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 from dispatcher._celery_client import CeleryClient, ResultWatcher
+from dispatcher._redis import broker_redis
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
 from dispatcher.jobs import JobCall, JobError, JobResult
+from dispatcher.placement import Placer
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
 from dispatcher.settings import Settings
@@ -169,6 +171,7 @@ class BlueprintRunner:
         *,
         max_in_flight: int | None = None,
     ) -> None:
+        blueprint.check_placements()
         self._blueprint = blueprint
         self._producer = producer
         self._consumers = list(consumers)
@@ -244,7 +247,12 @@ def submit(
     if not blueprint.accepts(call.job_id):
         return _unknown_job(call)
     client = CeleryClient(blueprint.settings)
-    result = client.publish(call)
+    broker = broker_redis(blueprint.settings)
+    try:
+        result = client.publish(call, _queue_of(Placer(blueprint, broker), call))
+    finally:
+        if broker is not None:
+            broker.close()
     try:
         if not wait:
             return None
@@ -295,16 +303,19 @@ class _Run:
             target=watcher.listen, args=(self._done,), name="blueprint-results", daemon=True
         )
         feeder = threading.Thread(target=self._feed, name="blueprint-producer", daemon=True)
+        broker = broker_redis(self._blueprint.settings)
         listener.start()
         feeder.start()
         try:
-            self._loop(client, watcher)
+            self._loop(client, watcher, Placer(self._blueprint, broker))
         finally:
             self._done.set()
             self._stopping.set()  # the feeder may be waiting for a slot: let it go
             listener.join(timeout=5)
             watcher.close()
             client.close()
+            if broker is not None:
+                broker.close()
             if self._own_loop is not None:
                 self._own_loop.close()
         if self._producer_error is not None:
@@ -317,12 +328,12 @@ class _Run:
             peak_in_flight=self._peak,
         )
 
-    def _loop(self, client: CeleryClient, watcher: ResultWatcher) -> None:
+    def _loop(self, client: CeleryClient, watcher: ResultWatcher, placer: Placer) -> None:
         producer_done = False
         while not (producer_done and not self._in_flight):
             event = self._events.get()
             if event[0] == _CALL:
-                self._publish(client, watcher, event[1])
+                self._publish(client, watcher, placer, event[1])
             elif event[0] == _RESULT:
                 self._complete(event[1], event[2], event[3])
             else:
@@ -330,7 +341,9 @@ class _Run:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, client: CeleryClient, watcher: ResultWatcher, call: JobCall) -> None:
+    def _publish(
+        self, client: CeleryClient, watcher: ResultWatcher, placer: Placer, call: JobCall
+    ) -> None:
         if call.call_id in self._in_flight:
             logger.warning("call %s is already in flight; the duplicate is dropped", call.call_id)
             self._slots.release()
@@ -343,7 +356,7 @@ class _Run:
         self._peak = max(self._peak, len(self._in_flight))
         watcher.watch(call.call_id)
         try:
-            client.publish(call)
+            client.publish(call, _queue_of(placer, call))
         except Exception as error:  # broker unreachable after every publish retry
             logger.error("cannot publish call %s: %r", call.call_id, error)
             watcher.forget(call.call_id)
@@ -446,6 +459,18 @@ class _Run:
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _queue_of(placer: Placer, call: JobCall) -> str | None:
+    """The queue ``placer`` picks for ``call``; the job's own if its Redis cannot be read.
+
+    A backlog or breaker that cannot be read must not lose the call: its home side serves it.
+    """
+    try:
+        return placer.route(call.job_id).queue
+    except Exception as error:
+        logger.warning("cannot place call %s (%r); it goes to its job's queue", call.call_id, error)
+        return None
 
 
 def _failure(call: JobCall, kind: ErrorKind, message: str) -> JobResult:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, ClassVar, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -252,6 +253,15 @@ class HttpFaasExecutor(FaasExecutor):
             f"function_prefix={self._function_prefix!r}, "
             f"header_names={sorted(settings.headers)!r}, client_cert={settings.client_cert!r})"
         )
+
+    @property
+    def scope(self) -> str:
+        """The platform's origin and path (any user or password in the URL left out)."""
+        parts = urlsplit(self._base_url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return f"{self.provider_name}:{parts.scheme}://{host}{parts.path}"
 
     # -- configuration ------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 It hooks into Celery signals of the execute task, so the task itself records nothing:
 
-- ``task_success``: the call's JobResult, when it ran on a provider (``ran_on`` is not local),
-  is one attempt: ok or its error kind, its metrics, the job's configured memory;
-- ``task_retry``: a retryable provider error is one failed attempt, and one retry;
+- ``task_success``: the call's JobResult is one placement (where it ran and why); when it
+  ran on a provider (``ran_on`` is not local, and the breaker did not stop it) it is also
+  one attempt: ok or its error kind, its metrics, the job's configured memory;
+- ``task_retry``: a retryable provider error is one failed attempt, and one retry; a call
+  sent back for want of a concurrency lease is one budget requeue;
 - ``task_failure`` of a warm or health task: a throttled control call counts as a throttle.
 
 Each attempt is counted by :mod:`workers.metrics` and appended to :mod:`dispatcher.records` on
@@ -34,6 +36,7 @@ from providers.pricing import (
     with_custom_prices,
 )
 from workers import metrics
+from workers.guards import NoCapacity
 
 if TYPE_CHECKING:
     from celery import Task
@@ -109,10 +112,13 @@ def _on_success(sender: Task | None = None, result: Any = None, **_: Any) -> Non
         return
     try:
         ran_on = result.get("ran_on", LOCAL)
-        if ran_on == LOCAL:
-            return
         job_id = int(result["job_id"])
+        metrics.record_placement(job_id, str(ran_on), str(result.get("placement_reason")))
         error = result.get("error")
+        if ran_on == LOCAL or (
+            isinstance(error, Mapping) and error.get("kind") == ErrorKind.CIRCUIT_OPEN
+        ):
+            return
         raw_metrics = result.get("metrics")
         attempt = Attempt(
             job_id,
@@ -135,6 +141,9 @@ def _on_retry(
         return
     try:
         error = getattr(reason, "exc", reason)
+        if isinstance(error, NoCapacity):
+            metrics.record_budget_requeue(error.scope)
+            return
         if not isinstance(error, FaasError):
             return
         job_id = int(request.args[0]["job_id"])

@@ -245,6 +245,11 @@ def test_status_shows_local_and_faas_jobs_queues_health_and_workers(
             "queue": job_queue(job_id),
             "queue_length": queued,
             "workers": workers,
+            "placement": "local",
+            "lane_queue": None,
+            "lane_queue_length": 0,
+            "breaker": None,
+            "budget": None,
         }
 
     def faas(job_id: int, deployment: str, health: dict[str, Any] | None) -> dict[str, Any]:
@@ -254,6 +259,8 @@ def test_status_shows_local_and_faas_jobs_queues_health_and_workers(
             "provider": "custom",
             "deployment": deployment,
             "health": health,
+            "placement": "faas",
+            "breaker": {"state": "closed", "cooldown_left_s": 0.0, "consecutive_failures": 0},
         }
 
     healthy = {"status": "healthy", "checked_at": checked.checked_at, "error": None}
