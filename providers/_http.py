@@ -54,6 +54,7 @@ __all__ = [
     "ErrorBodyReader",
     "ErrorDetail",
     "StatusOverrides",
+    "absolute_http_url",
     "error_for_response",
     "map_transport_errors",
     "parse_retry_after",
@@ -189,6 +190,23 @@ def response_message(response: httpx.Response, text: str) -> str:
     echo ``Authorization`` back), then the result is cut by :func:`truncate_message`.
     """
     return truncate_message(_redact(text, response.request.headers))
+
+
+def absolute_http_url(url: str) -> str:
+    """``url`` itself if it is an absolute http(s) URL, the only kind a provider sends to.
+
+    Raises
+    ------
+    ValueError
+        Anything else, saying what is wrong without quoting the URL (it may hold a password).
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"not a URL: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("the URL must be absolute, with an http or https scheme")
+    return url
 
 
 def safe_url(url: str | httpx.URL) -> str:

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal, Protocol, Self
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import to_json
 
 from providers._arm import ArmClient, retry_after_s
@@ -40,6 +40,7 @@ from providers._http import (
 from providers._poll import SYSTEM_CLOCK, Clock, Pending, PollPolicy
 from providers._pool import DEFAULT_CONNECT_TIMEOUT_S, HttpSettings, PooledClient
 from providers._replies import (
+    ByteArray,
     OptionalText,
     json_object_or_none,
     reply_name,
@@ -726,15 +727,6 @@ class AzureFunctionExecutor(FaasExecutor):
         )
 
 
-def _byte_array(value: object) -> bytes:
-    if not isinstance(value, list):
-        raise ValueError("must be an array of 0..255")
-    try:
-        return bytes(value)
-    except (TypeError, ValueError):
-        raise ValueError("is not an array of 0..255") from None
-
-
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -744,7 +736,7 @@ class _InvokeReplyBody(_Frozen):
 
     model_config = ConfigDict(frozen=True, strict=True)
 
-    result: Annotated[bytes, PlainValidator(_byte_array)]
+    result: ByteArray
     fresh: bool | None = None
     handler_ms: float | None = None
 

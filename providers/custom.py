@@ -25,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic_core import to_json
 
 from providers._durations import to_seconds
-from providers._http import raise_for_status, response_message
+from providers._http import absolute_http_url, raise_for_status, response_message
 from providers._pool import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_LIMITS,
@@ -138,8 +138,8 @@ class CustomOptions(ProviderOptions):
 
     @field_validator("base_url")
     @classmethod
-    def _is_an_absolute_http_url(cls, value: str) -> str:
-        return _absolute_http_url(value)
+    def _is_anabsolute_http_url(cls, value: str) -> str:
+        return absolute_http_url(value)
 
 
 _API_PREFIX = "/api/functions"
@@ -208,7 +208,7 @@ class HttpFaasExecutor(FaasExecutor):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(limits=limits)
-        self._base_url = _absolute_http_url(base_url).rstrip("/")
+        self._base_url = absolute_http_url(base_url).rstrip("/")
         self._function_prefix = function_prefix
         self._connect_timeout_s = to_seconds(connect_timeout_s)
         self._control_timeout_s = to_seconds(control_timeout_s)
@@ -276,7 +276,7 @@ class HttpFaasExecutor(FaasExecutor):
         ValueError
             ``url`` is not an absolute http(s) URL.
         """
-        self._job_endpoints[check_job_id(job_id)] = _absolute_http_url(url)
+        self._job_endpoints[check_job_id(job_id)] = absolute_http_url(url)
         return self
 
     def with_auth_header(self, name: str, value: str) -> Self:
@@ -489,16 +489,6 @@ class _WarmBody(BaseModel):
 
 def _client_cert(cert_path: str | Path, key_path: str | Path | None) -> ClientCert:
     return ClientCert(Path(cert_path), None if key_path is None else Path(key_path))
-
-
-def _absolute_http_url(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as error:
-        raise ValueError(f"not a URL: {error}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError("the URL must be absolute, with an http or https scheme")
-    return url
 
 
 def _encode_config(config: FaasConfig) -> str:

@@ -33,7 +33,7 @@ from pydantic_core import to_json
 from providers._auth import HeaderAuth
 from providers._do_namespaces import Namespace, find_or_create_namespace
 from providers._durations import to_seconds
-from providers._http import truncate_message
+from providers._http import absolute_http_url, truncate_message
 from providers._openwhisk import (
     Action,
     Activation,
@@ -239,7 +239,7 @@ class DigitalOceanExecutor(FaasExecutor):
         self._transport = transport
         self._api = PooledClient(
             HttpSettings(
-                base_url=_absolute_http_url(api_base_url).rstrip("/"),
+                base_url=absolute_http_url(api_base_url).rstrip("/"),
                 timeout=self._timeout(self._control_timeout_s),
                 auth=HeaderAuth("Authorization", f"Bearer {token}"),
                 limits=DEFAULT_LIMITS,
@@ -399,7 +399,7 @@ class DigitalOceanExecutor(FaasExecutor):
 
     def _bind(self, namespace: Namespace) -> _BoundNamespace:
         try:
-            api_host = _absolute_http_url(namespace.api_host).rstrip("/")
+            api_host = absolute_http_url(namespace.api_host).rstrip("/")
         except ValueError:
             raise SerializationError(
                 f"namespace {namespace.namespace}'s api_host is not an absolute http(s) URL",
@@ -545,16 +545,6 @@ class _CoreReply(BaseModel):
     result: Annotated[bytes, PlainValidator(_core_bytes)] = b""
     success: bool | None = None
     error: OptionalText = None
-
-
-def _absolute_http_url(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as error:
-        raise ValueError(f"not a URL: {error}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError("the URL must be absolute, with an http or https scheme")
-    return url
 
 
 #: The ``digitalocean`` provider, found by :func:`providers.registry.provider_spec`.

@@ -10,6 +10,7 @@ import pytest
 from providers._http import (
     MAX_ERROR_MESSAGE_CHARS,
     STATUS_ERRORS,
+    absolute_http_url,
     error_for_response,
     map_transport_errors,
     parse_retry_after,
@@ -374,3 +375,11 @@ def test_a_google_numeric_code_alone_is_not_taken_for_a_name() -> None:
 
     assert detail is not None
     assert (detail.code, detail.message) == (None, "Quota exceeded")
+
+
+def test_only_absolute_http_urls_are_taken_and_a_refusal_does_not_quote_the_url() -> None:
+    assert absolute_http_url("https://faas.example:8443/x") == "https://faas.example:8443/x"
+    for url in ("ftp://user:hunter2@faas.example", "/api/functions", "http://"):
+        with pytest.raises(ValueError) as refused:
+            absolute_http_url(url)
+        assert "hunter2" not in str(refused.value)

@@ -25,8 +25,13 @@ from tests.providers._lambda_platform import (
     Answer,
     LambdaFront,
 )
-from tests.providers.contract._custom import CONTRACT_HANDLERS, HANDLER_OF, hold_the_only_slot
-from tests.providers.contract._driver import Behaviour, ContractDriver
+from tests.providers.contract._custom import hold_the_only_slot
+from tests.providers.contract._driver import (
+    CONTRACT_HANDLERS,
+    HANDLER_OF,
+    Behaviour,
+    ContractDriver,
+)
 from tests.providers.reference_server._support import FileGate
 
 _SERVICE_FAULT = Answer(500, "ServiceException", "Lambda was unable to handle the request.")

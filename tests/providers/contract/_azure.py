@@ -15,7 +15,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from textwrap import dedent
 
 from providers._poll import PollPolicy
 from providers.azure import AzureFunctionExecutor
@@ -24,44 +23,14 @@ from providers.packaging import build_azure_package
 from tests.processes import wait_until
 from tests.providers._azure_fake import FakeAzure, FakeCredential
 from tests.providers._azure_host import THROTTLE_RETRY_AFTER_S
-from tests.providers.contract._driver import Behaviour, ContractDriver
+from tests.providers.contract._driver import (
+    CONTRACT_HANDLERS,
+    HANDLER_OF,
+    Behaviour,
+    ContractDriver,
+)
 from tests.providers.reference_server._support import FileGate
 
-_HANDLERS = dedent(
-    """
-    import fcntl
-    import os
-    import threading
-
-
-    def reverse(payload):
-        return payload[::-1]
-
-
-    def fail(payload):
-        raise RuntimeError("the contract function failed on purpose")
-
-
-    def hold(payload):
-        # Tell the driver this run holds the app's only instance, then wait for its gate.
-        open(os.path.join(os.environ["CONTRACT_DIR"], "held"), "w").close()
-        with open(os.environ["CONTRACT_GATE"]) as gate:
-            fcntl.flock(gate, fcntl.LOCK_SH)
-        return payload[::-1]
-
-
-    def overrun(payload):
-        threading.Event().wait(120)
-        return payload
-    """
-)
-_HANDLER_OF = {
-    Behaviour.SUCCEED: "reverse",
-    Behaviour.FAIL: "fail",
-    Behaviour.THROTTLE: "hold",
-    Behaviour.SERVER_ERROR: "reverse",
-    Behaviour.TIME_OUT: "overrun",
-}
 _JOIN_TIMEOUT_S = 30.0
 #: Waits of the fake's operations, which finish after one poll: short, with a deadline.
 FAST_POLLS = PollPolicy(timeout_s=90.0, first_delay_s=0.01, max_delay_s=0.2)
@@ -91,10 +60,10 @@ class AzureDriver(ContractDriver):
         self._work_dir = work_dir
         self._env_secret = env_secret
         source = work_dir / "contract_handlers.py"
-        source.write_text(_HANDLERS)
+        source.write_text(CONTRACT_HANDLERS)
         self._packages = {
             name: build_azure_package(f"contract_handlers:{name}", sources=[source])
-            for name in set(_HANDLER_OF.values())
+            for name in set(HANDLER_OF.values())
         }
         # A timeout of 1 s is read for 1 s more before the call is given up.
         self.executor = azure_executor(platform, invoke_margin_s=1.0)
@@ -122,7 +91,7 @@ class AzureDriver(ContractDriver):
                     "CONTRACT_GATE": str(gate.path),
                 },
             )
-            package = self._packages[_HANDLER_OF[behaviour]]
+            package = self._packages[HANDLER_OF[behaviour]]
             deployment = self.executor.deploy_job(job_id, package, config)
             if behaviour is Behaviour.SERVER_ERROR:
                 held.enter_context(self._platform.host_failing(self.executor.app_name(job_id)))

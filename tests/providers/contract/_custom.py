@@ -17,7 +17,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from textwrap import dedent
 
 import httpx
 
@@ -25,49 +24,17 @@ from providers.base import FaasConfig, FaasDeployment, FaasExecutor
 from providers.custom import HttpFaasExecutor
 from providers.packaging import build_custom_package
 from tests.processes import wait_until
-from tests.providers.contract._driver import Behaviour, ContractDriver
+from tests.providers.contract._driver import (
+    CONTRACT_HANDLERS,
+    HANDLER_OF,
+    Behaviour,
+    ContractDriver,
+)
 from tests.providers.reference_server._support import FileGate
 
 #: What the reference server sends with a 429 (``_gate._RETRY_AFTER_S``).
 REFERENCE_RETRY_AFTER_S = 1.0
 
-#: The contract's job functions, for every Python-packaged kind.
-CONTRACT_HANDLERS = dedent(
-    """
-    import fcntl
-    import os
-    import threading
-
-
-    def reverse(payload):
-        return payload[::-1]
-
-
-    def fail(payload):
-        raise RuntimeError("the contract function failed on purpose")
-
-
-    def hold(payload):
-        # Tell the driver this run holds the function's only slot, then wait for its gate.
-        open(os.path.join(os.environ["CONTRACT_DIR"], "held"), "w").close()
-        with open(os.environ["CONTRACT_GATE"]) as gate:
-            fcntl.flock(gate, fcntl.LOCK_SH)
-        return payload[::-1]
-
-
-    def overrun(payload):
-        threading.Event().wait(120)
-        return payload
-    """
-)
-#: Which of them each behaviour deploys.
-HANDLER_OF = {
-    Behaviour.SUCCEED: "reverse",
-    Behaviour.FAIL: "fail",
-    Behaviour.THROTTLE: "hold",
-    Behaviour.SERVER_ERROR: "reverse",
-    Behaviour.TIME_OUT: "overrun",
-}
 _SERVER_ERROR_BODY = {"error": "the platform's disk is full", "code": "INTERNAL_ERROR"}
 _FORWARD_TIMEOUT = httpx.Timeout(180.0, connect=10.0)
 # Not passed on: hop-by-hop, or recomputed by the client that sends the request again.

@@ -12,42 +12,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from textwrap import dedent
 
 from providers.base import FaasConfig, FaasDeployment
 from providers.digitalocean import DEFAULT_NAMESPACE_LABEL, DigitalOceanExecutor
 from providers.packaging import build_digitalocean_package
 from tests.providers._digitalocean_fake import FakeDigitalOcean, Script
-from tests.providers.contract._driver import Behaviour, ContractDriver
+from tests.providers.contract._driver import (
+    CONTRACT_HANDLERS,
+    HANDLER_OF,
+    Behaviour,
+    ContractDriver,
+)
 
 #: What a 429 without rate-limit headers carries: the executor's fallback wait.
 THROTTLE_RETRY_AFTER_S = 1.5
 
-_HANDLERS = dedent(
-    """
-    import threading
-
-
-    def reverse(payload):
-        return payload[::-1]
-
-
-    def fail(payload):
-        raise RuntimeError("the contract function failed on purpose")
-
-
-    def overrun(payload):
-        threading.Event().wait(120)
-        return payload
-    """
-)
-_HANDLER_OF = {
-    Behaviour.SUCCEED: "reverse",
-    Behaviour.FAIL: "fail",
-    Behaviour.THROTTLE: "reverse",
-    Behaviour.SERVER_ERROR: "reverse",
-    Behaviour.TIME_OUT: "overrun",
-}
+#: Throttling is scripted on the platform, so that behaviour deploys the plain function.
+_HANDLER_OF = {**HANDLER_OF, Behaviour.THROTTLE: "reverse"}
 _SCRIPT_OF = {Behaviour.THROTTLE: Script.THROTTLE, Behaviour.SERVER_ERROR: Script.INTERNAL_ERROR}
 
 
@@ -62,7 +43,7 @@ class DigitalOceanDriver(ContractDriver):
         self._fake = fake
         self._env_secret = env_secret
         source = work_dir / "contract_handlers.py"
-        source.write_text(_HANDLERS)
+        source.write_text(CONTRACT_HANDLERS)
         self._packages = {
             name: build_digitalocean_package(f"contract_handlers:{name}", sources=[source])
             for name in set(_HANDLER_OF.values())

@@ -12,13 +12,21 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import StrEnum
+from textwrap import dedent
 from typing import Any, TypeVar, cast
 
 import pytest
 
 from providers.base import FaasDeployment, FaasExecutor
 
-__all__ = ["EXECUTOR_KINDS", "Behaviour", "ContractDriver", "executor_kind"]
+__all__ = [
+    "CONTRACT_HANDLERS",
+    "EXECUTOR_KINDS",
+    "HANDLER_OF",
+    "Behaviour",
+    "ContractDriver",
+    "executor_kind",
+]
 
 #: The fixture names of the registered kinds, in registration order.
 EXECUTOR_KINDS: list[str] = []
@@ -39,6 +47,45 @@ class Behaviour(StrEnum):
     SERVER_ERROR = "server_error"
     #: The function runs past its timeout and the platform stops it.
     TIME_OUT = "time_out"
+
+
+#: The contract's job functions, for every Python-packaged kind.
+CONTRACT_HANDLERS = dedent(
+    """
+    import fcntl
+    import os
+    import threading
+
+
+    def reverse(payload):
+        return payload[::-1]
+
+
+    def fail(payload):
+        raise RuntimeError("the contract function failed on purpose")
+
+
+    def hold(payload):
+        # Tell the driver this run holds the only slot or instance, then wait for its gate.
+        open(os.path.join(os.environ["CONTRACT_DIR"], "held"), "w").close()
+        with open(os.environ["CONTRACT_GATE"]) as gate:
+            fcntl.flock(gate, fcntl.LOCK_SH)
+        return payload[::-1]
+
+
+    def overrun(payload):
+        threading.Event().wait(120)
+        return payload
+    """
+)
+#: Which of them each behaviour deploys.
+HANDLER_OF = {
+    Behaviour.SUCCEED: "reverse",
+    Behaviour.FAIL: "fail",
+    Behaviour.THROTTLE: "hold",
+    Behaviour.SERVER_ERROR: "reverse",
+    Behaviour.TIME_OUT: "overrun",
+}
 
 
 class ContractDriver(ABC):

@@ -14,7 +14,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from textwrap import dedent
 
 from providers._poll import PollPolicy
 from providers.base import FaasConfig, FaasDeployment
@@ -22,44 +21,14 @@ from providers.gcp import CloudFunctionExecutor, GoogleTokens
 from providers.packaging import build_gcp_package
 from tests.processes import wait_until
 from tests.providers._gcp_platform import PROJECT, REGION, THROTTLE_RETRY_AFTER_S, GcpPlatform
-from tests.providers.contract._driver import Behaviour, ContractDriver
+from tests.providers.contract._driver import (
+    CONTRACT_HANDLERS,
+    HANDLER_OF,
+    Behaviour,
+    ContractDriver,
+)
 from tests.providers.reference_server._support import FileGate
 
-_HANDLERS = dedent(
-    """
-    import fcntl
-    import os
-    import threading
-
-
-    def reverse(payload):
-        return payload[::-1]
-
-
-    def fail(payload):
-        raise RuntimeError("the contract function failed on purpose")
-
-
-    def hold(payload):
-        # Tell the driver this run holds the function's only instance, then wait for its gate.
-        open(os.path.join(os.environ["CONTRACT_DIR"], "held"), "w").close()
-        with open(os.environ["CONTRACT_GATE"]) as gate:
-            fcntl.flock(gate, fcntl.LOCK_SH)
-        return payload[::-1]
-
-
-    def overrun(payload):
-        threading.Event().wait(120)
-        return payload
-    """
-)
-_HANDLER_OF = {
-    Behaviour.SUCCEED: "reverse",
-    Behaviour.FAIL: "fail",
-    Behaviour.THROTTLE: "hold",
-    Behaviour.SERVER_ERROR: "reverse",
-    Behaviour.TIME_OUT: "overrun",
-}
 #: Operations are polled quickly: the platform's are done as soon as the function serves.
 FAST_POLLS = PollPolicy(timeout_s=120.0, first_delay_s=0.02, max_delay_s=0.2)
 _JOIN_TIMEOUT_S = 30.0
@@ -88,10 +57,10 @@ class GcpDriver(ContractDriver):
         self._work_dir = work_dir
         self._env_secret = env_secret
         source = work_dir / "contract_handlers.py"
-        source.write_text(_HANDLERS)
+        source.write_text(CONTRACT_HANDLERS)
         self._packages = {
             name: build_gcp_package(f"contract_handlers:{name}", sources=[source])
-            for name in set(_HANDLER_OF.values())
+            for name in set(HANDLER_OF.values())
         }
         self.executor = platform_executor(platform)
         self.secrets = (env_secret,)
@@ -116,7 +85,7 @@ class GcpDriver(ContractDriver):
                     "CONTRACT_GATE": str(gate.path),
                 },
             )
-            package = self._packages[_HANDLER_OF[behaviour]]
+            package = self._packages[HANDLER_OF[behaviour]]
             deployment = self.executor.deploy_job(job_id, package, config)
             if behaviour is Behaviour.SERVER_ERROR:
                 held.enter_context(self._platform.failing(self.executor.function_id(job_id)))
