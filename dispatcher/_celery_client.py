@@ -11,13 +11,15 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import states
 
+from dispatcher._batching import wire_size
 from dispatcher.jobs import JobCall
-from dispatcher.keys import EXECUTE_TASK, job_queue
+from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, job_queue
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -44,6 +46,16 @@ def argsrepr(call: JobCall) -> str:
     # What Flower and worker logs show instead of the payload and metadata values.
     keys = sorted(call.metadata)
     return f"<call job_id={call.job_id} args_bytes={len(call.args)} metadata_keys={keys}>"
+
+
+def batch_argsrepr(calls: list[JobCall]) -> str:
+    # A batch's summary: its job, how many calls and how big, never a payload.
+    args_bytes = sum(len(call.args) for call in calls)
+    wire_bytes = sum(wire_size(call) for call in calls)
+    return (
+        f"<batch job_id={calls[0].job_id} calls={len(calls)} args_bytes={args_bytes} "
+        f"wire_bytes~{wire_bytes}>"
+    )
 
 
 class CeleryClient:
@@ -74,6 +86,34 @@ class CeleryClient:
             queue=job_queue(call.job_id),
             argsrepr=argsrepr(call),
             kwargsrepr="{}",
+        )
+
+    def publish_batch(self, calls: list[JobCall]) -> None:
+        """Send several calls of one job in one message (one call: :meth:`publish`).
+
+        The message's task id is a fresh batch id, whose own result is never stored: each
+        call's result is stored under its call id, as if it had travelled alone.
+
+        Raises
+        ------
+        ValueError
+            ``calls`` is empty or holds calls of more than one job.
+        kombu.exceptions.OperationalError
+            The broker stayed unreachable through every publish retry.
+        """
+        if len(calls) == 1:
+            self.publish(calls[0])
+            return
+        if not calls or len({call.job_id for call in calls}) != 1:
+            raise ValueError("a batch holds one or more calls of one job")
+        self.app.send_task(
+            EXECUTE_BATCH_TASK,
+            args=([call.to_wire() for call in calls],),
+            task_id=f"batch-{uuid.uuid4()}",
+            queue=job_queue(calls[0].job_id),
+            argsrepr=batch_argsrepr(calls),
+            kwargsrepr="{}",
+            ignore_result=True,
         )
 
     def close(self) -> None:

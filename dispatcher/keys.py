@@ -11,6 +11,7 @@ from providers.base import check_job_id
 __all__ = [
     "BEAT_LOCK_KEY",
     "CONSUMERS_KEY",
+    "EXECUTE_BATCH_TASK",
     "EXECUTE_TASK",
     "HEALTH_TASK",
     "INVOCATION_LEDGER_KEY",
@@ -37,6 +38,8 @@ WARM_QUEUE = "blueprint.control"
 KEY_PREFIX = "blueprint-faas:"
 
 EXECUTE_TASK = "blueprint_faas.execute"
+#: Several calls of one job in one message; each call is its own JobCall wire dict.
+EXECUTE_BATCH_TASK = "blueprint_faas.execute_batch"
 WARM_TASK = "blueprint_faas.warm"
 HEALTH_TASK = "blueprint_faas.health"
 

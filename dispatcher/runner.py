@@ -8,6 +8,8 @@ model and ``dispatcher.keys`` with them, nothing else). Three threads cooperate:
 * the *listener* waits for results: on Redis through the result backend's pub/sub
   (one subscription per call, no polling per task), elsewhere by polling the backend;
 * the caller's thread publishes calls and hands results to consumers, in completion order.
+  The calls ready at the same moment go out together: several calls of one job share a
+  message (:mod:`dispatcher._batching`), a lone call is published at once.
 
 A job that fails becomes an error JobResult like any other: the runner never stops because
 of one job.
@@ -25,6 +27,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from dispatcher._batching import batches
 from dispatcher._celery_client import CeleryClient, ResultWatcher
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
@@ -320,37 +323,60 @@ class _Run:
     def _loop(self, client: CeleryClient, watcher: ResultWatcher) -> None:
         producer_done = False
         while not (producer_done and not self._in_flight):
-            event = self._events.get()
-            if event[0] == _CALL:
-                self._publish(client, watcher, event[1])
-            elif event[0] == _RESULT:
-                self._complete(event[1], event[2], event[3])
-            else:
-                producer_done = True
+            ready: list[JobCall] = []
+            for event in self._ready_events():
+                if event[0] == _CALL:
+                    ready.append(event[1])
+                elif event[0] == _RESULT:
+                    self._complete(event[1], event[2], event[3])
+                else:
+                    producer_done = True
+            if ready:
+                self._publish(client, watcher, ready)
+
+    def _ready_events(self) -> Iterator[tuple[Any, ...]]:
+        # Waits for one event, then takes every event already queued behind it, so that the
+        # calls ready at this moment are published together (and a lone call at once).
+        yield self._events.get()
+        while True:
+            try:
+                yield self._events.get_nowait()
+            except queue.Empty:
+                return
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, client: CeleryClient, watcher: ResultWatcher, call: JobCall) -> None:
+    def _publish(self, client: CeleryClient, watcher: ResultWatcher, calls: list[JobCall]) -> None:
+        accepted = [call for call in calls if self._accept(watcher, call)]
+        settings = self._blueprint.settings
+        for group in batches(accepted, settings.batch_max_calls, settings.batch_max_bytes):
+            try:
+                client.publish_batch(group)
+            except Exception as error:  # broker unreachable after every publish retry
+                logger.error(
+                    "cannot publish %d call(s) of job %s: %r", len(group), group[0].job_id, error
+                )
+                for call in group:
+                    watcher.forget(call.call_id)
+                    del self._in_flight[call.call_id]
+                    self._deliver(
+                        _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
+                    )
+
+    def _accept(self, watcher: ResultWatcher, call: JobCall) -> bool:
+        """Whether ``call`` is to be published; it is watched from now on if so."""
         if call.call_id in self._in_flight:
             logger.warning("call %s is already in flight; the duplicate is dropped", call.call_id)
             self._slots.release()
-            return
+            return False
         self._submitted += 1
         if not self._blueprint.accepts(call.job_id):
             self._deliver(_unknown_job(call))
-            return
+            return False
         self._in_flight[call.call_id] = _InFlight(call, time.perf_counter())
         self._peak = max(self._peak, len(self._in_flight))
         watcher.watch(call.call_id)
-        try:
-            client.publish(call)
-        except Exception as error:  # broker unreachable after every publish retry
-            logger.error("cannot publish call %s: %r", call.call_id, error)
-            watcher.forget(call.call_id)
-            del self._in_flight[call.call_id]
-            self._deliver(
-                _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
-            )
+        return True
 
     def _on_ready(self, call_id: str, state: str, value: object) -> None:
         # Runs in the listener thread; everything else happens in the caller's thread.

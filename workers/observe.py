@@ -5,7 +5,9 @@ It hooks into Celery signals of the execute task, so the task itself records not
 - ``task_success``: the call's JobResult, when it ran on a provider (``ran_on`` is not local),
   is one attempt: ok or its error kind, its metrics, the job's configured memory;
 - ``task_retry``: a retryable provider error is one failed attempt, and one retry;
-- ``task_failure`` of a warm or health task: a throttled control call counts as a throttle.
+- ``task_failure`` of a warm or health task: a throttled control call counts as a throttle;
+- ``call_succeeded`` and ``call_retried`` (:mod:`workers.signals`): the same two events for
+  each call of a batch message, which Celery's signals see as one task.
 
 Each attempt is counted by :mod:`workers.metrics` and appended to :mod:`dispatcher.records` on
 the result backend's Redis. An observer that fails is logged; it never fails the task.
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import task_failure, task_retry, task_success
 
 from dispatcher.jobs import LOCAL
-from dispatcher.keys import EXECUTE_TASK, HEALTH_TASK, WARM_TASK
+from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, HEALTH_TASK, WARM_TASK
 from dispatcher.records import InvocationRecord, append_invocation
 from providers.base import FaasMetrics
 from providers.errors import ErrorKind, FaasError
@@ -34,6 +36,7 @@ from providers.pricing import (
     with_custom_prices,
 )
 from workers import metrics
+from workers.signals import call_retried, call_succeeded
 
 if TYPE_CHECKING:
     from celery import Task
@@ -45,6 +48,8 @@ __all__ = ["Attempt", "install", "price_book", "record_attempt"]
 logger = logging.getLogger("blueprint_faas.workers.observe")
 
 _CONTROL_TASKS = frozenset({WARM_TASK, HEALTH_TASK})
+#: The tasks whose results, or whose calls' results, are JobResult wire dicts.
+_CALL_TASKS = frozenset({EXECUTE_TASK, EXECUTE_BATCH_TASK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +104,15 @@ def install() -> None:
     task_success.connect(_on_success, weak=False, dispatch_uid="blueprint-observe-success")
     task_retry.connect(_on_retry, weak=False, dispatch_uid="blueprint-observe-retry")
     task_failure.connect(_on_failure, weak=False, dispatch_uid="blueprint-observe-failure")
+    call_succeeded.connect(_on_success, weak=False, dispatch_uid="blueprint-observe-call")
+    call_retried.connect(_on_call_retry, weak=False, dispatch_uid="blueprint-observe-call-retry")
 
 
 # -- signal handlers: each one guarded, as an observer must be -------------------------------
 
 
 def _on_success(sender: Task | None = None, result: Any = None, **_: Any) -> None:
-    if sender is None or sender.name != EXECUTE_TASK or not isinstance(result, Mapping):
+    if sender is None or sender.name not in _CALL_TASKS or not isinstance(result, Mapping):
         return
     try:
         ran_on = result.get("ran_on", LOCAL)
@@ -134,20 +141,33 @@ def _on_retry(
     if sender is None or sender.name != EXECUTE_TASK:
         return
     try:
-        error = getattr(reason, "exc", reason)
-        if not isinstance(error, FaasError):
-            return
-        job_id = int(request.args[0]["job_id"])
-        registry = sender.blueprint.registry
-        if job_id not in registry:
-            return  # a local handler asked for the retry: no provider attempt to count
-        provider = error.provider or registry.get(job_id).provider_name
-        region = registry.get(job_id).region
-        attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind), region=region)
-        record_attempt(attempt, _redis(sender), _prices(sender))
-        metrics.record_retry(job_id, provider, error.kind)
+        _record_retry(sender, int(request.args[0]["job_id"]), getattr(reason, "exc", reason))
     except Exception:
         logger.exception("the retry observer failed; the task goes on")
+
+
+def _on_call_retry(
+    sender: Task | None = None, job_id: int | None = None, reason: Any = None, **_: Any
+) -> None:
+    if sender is None or job_id is None:
+        return
+    try:
+        _record_retry(sender, job_id, reason)
+    except Exception:
+        logger.exception("the retry observer failed; the task goes on")
+
+
+def _record_retry(task: Task, job_id: int, error: object) -> None:
+    if not isinstance(error, FaasError):
+        return
+    registry = task.blueprint.registry
+    if job_id not in registry:
+        return  # a local handler asked for the retry: no provider attempt to count
+    provider = error.provider or registry.get(job_id).provider_name
+    region = registry.get(job_id).region
+    attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind), region=region)
+    record_attempt(attempt, _redis(task), _prices(task))
+    metrics.record_retry(job_id, provider, error.kind)
 
 
 def _on_failure(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from dispatcher.app import Blueprint
+    from dispatcher.settings import Settings
 
 __all__ = ["CONTROL_HARD_LIMIT_EXTRA_S", "ControlTask", "ExecuteTask", "register_tasks"]
 
@@ -190,15 +191,28 @@ def _run(blueprint: Blueprint, call: JobCall, attempt: int) -> JobResult:
 def _retry_or_give_up(
     task: ExecuteTask, call: JobCall, failure: _Retryable, attempt: int
 ) -> dict[str, Any]:
-    settings = task.blueprint.settings
     retries = task.request.retries
+    settings = task.blueprint.settings
     if retries >= settings.retry_max:
-        error = JobError.from_faas_error(failure.error)
-        message = f"gave up after {attempt} attempts: {error.message}"
-        error = JobError(error.kind, message, error.retryable, error.provider, error.status)
-        return JobResult.failure(call, error, ran_on=failure.ran_on, attempts=attempt).to_wire()
+        return _gave_up(call, failure, attempt).to_wire()
+    countdown_s = _retry_countdown_s(settings, call, failure, attempt)
+    raise task.retry(countdown=countdown_s, exc=failure.error)
+
+
+def _gave_up(call: JobCall, failure: _Retryable, attempt: int) -> JobResult:
+    """The result of a call whose retryable failures used up ``retry_max``."""
+    error = JobError.from_faas_error(failure.error)
+    message = f"gave up after {attempt} attempts: {error.message}"
+    error = JobError(error.kind, message, error.retryable, error.provider, error.status)
+    return JobResult.failure(call, error, ran_on=failure.ran_on, attempts=attempt)
+
+
+def _retry_countdown_s(
+    settings: Settings, call: JobCall, failure: _Retryable, attempt: int
+) -> float:
+    """How long the next attempt waits (and the log line saying so)."""
     countdown_s = compute_backoff_s(
-        retries,
+        attempt - 1,
         base_s=settings.retry_base_s,
         cap_s=settings.retry_cap_s,
         retry_after_s=failure.error.retry_after_s,
@@ -210,7 +224,7 @@ def _retry_or_give_up(
         failure.error.kind,
         countdown_s,
     )
-    raise task.retry(countdown=countdown_s, exc=failure.error)
+    return countdown_s
 
 
 # -- the control tasks ------------------------------------------------------------------
