@@ -282,7 +282,8 @@ def test_a_worker_killed_mid_batch_reruns_only_the_calls_without_a_result(
     assert all(counters.get(f"t:started:{c.call_id}") == "2" for c in slow)
     wait_until(lambda: broker.hlen("unacked") == 0, what="the batch to be acknowledged")
     for member in broker.smembers(CONSUMERS_KEY):
-        assert broker.hlen(consumer_in_flight_key(bytes(member).decode())) == 0
+        consumer_id = member.decode() if isinstance(member, bytes) else member
+        assert broker.hlen(consumer_in_flight_key(consumer_id)) == 0
 
 
 def test_a_batch_of_faas_calls_is_ledgered_and_summarised_call_by_call(
