@@ -68,6 +68,8 @@ class RunSummary:
     failed: int
     elapsed_s: float
     peak_in_flight: int
+    #: Messages the calls were published in (fewer than ``submitted`` when batches formed).
+    messages: int = 0
 
 
 class BlueprintRunnerBuilder:
@@ -284,7 +286,7 @@ class _Run:
         self._done = threading.Event()
         self._stopping = threading.Event()
         self._producer_error: BaseException | None = None
-        self._submitted = self._succeeded = self._failed = self._peak = 0
+        self._submitted = self._succeeded = self._failed = self._peak = self._messages = 0
 
     def stop(self) -> None:
         """Take no more calls from the producer; safe from any thread."""
@@ -318,6 +320,7 @@ class _Run:
             failed=self._failed,
             elapsed_s=time.perf_counter() - started,
             peak_in_flight=self._peak,
+            messages=self._messages,
         )
 
     def _loop(self, client: CeleryClient, watcher: ResultWatcher) -> None:
@@ -352,6 +355,7 @@ class _Run:
         for group in batches(accepted, settings.batch_max_calls, settings.batch_max_bytes):
             try:
                 client.publish_batch(group)
+                self._messages += 1
             except Exception as error:  # broker unreachable after every publish retry
                 logger.error(
                     "cannot publish %d call(s) of job %s: %r", len(group), group[0].job_id, error
