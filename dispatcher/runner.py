@@ -3,8 +3,9 @@
 It talks to workers only through Celery messages and stored results (it shares the job
 model and ``dispatcher.keys`` with them, nothing else). Three threads cooperate:
 
-* the *feeder* pulls calls from the producer, one free in-flight slot at a time
-  (backpressure: a slow worker pool slows the producer down, memory stays bounded);
+* the *feeder* pulls calls from the producer, one free slot at a time (backpressure: a slow
+  worker pool slows the producer down, memory stays bounded): ``max_in_flight`` calls in
+  flight plus, when batches can form, up to one batch read ahead, waiting for a slot;
 * the *listener* waits for results: on Redis through the result backend's pub/sub
   (one subscription per call, no polling per task), elsewhere by polling the backend;
 * the caller's thread publishes calls and hands results to consumers, in completion order.
@@ -18,6 +19,7 @@ of one job.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import queue
@@ -281,7 +283,16 @@ class _Run:
         self._caller_loop = caller_loop
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._slots = threading.BoundedSemaphore(runner._max_in_flight)
+        # Calls taken from the producer and not yet answered: those in flight, plus up to a
+        # batch of calls read ahead, waiting for an in-flight slot (``_waiting``), so that
+        # the calls a burst of results makes room for go out together.
+        # With one slot, or batching off, no batch can form: nothing is read ahead.
+        batch_max_calls = self._blueprint.settings.batch_max_calls
+        read_ahead = min(batch_max_calls, runner._max_in_flight)
+        if batch_max_calls == 1 or runner._max_in_flight == 1:
+            read_ahead = 0
+        self._slots = threading.BoundedSemaphore(runner._max_in_flight + read_ahead)
+        self._waiting: collections.deque[JobCall] = collections.deque()
         self._in_flight: dict[str, _InFlight] = {}
         self._done = threading.Event()
         self._stopping = threading.Event()
@@ -325,17 +336,15 @@ class _Run:
 
     def _loop(self, client: CeleryClient, watcher: ResultWatcher) -> None:
         producer_done = False
-        while not (producer_done and not self._in_flight):
-            ready: list[JobCall] = []
+        while not (producer_done and not self._in_flight and not self._waiting):
             for event in self._ready_events():
                 if event[0] == _CALL:
-                    ready.append(event[1])
+                    self._waiting.append(event[1])
                 elif event[0] == _RESULT:
                     self._complete(event[1], event[2], event[3])
                 else:
                     producer_done = True
-            if ready:
-                self._publish(client, watcher, ready)
+            self._publish_waiting(client, watcher)
 
     def _ready_events(self) -> Iterator[tuple[Any, ...]]:
         # Waits for one event, then takes every event already queued behind it, so that the
@@ -349,8 +358,22 @@ class _Run:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, client: CeleryClient, watcher: ResultWatcher, calls: list[JobCall]) -> None:
-        accepted = [call for call in calls if self._accept(watcher, call)]
+    def _publish_waiting(self, client: CeleryClient, watcher: ResultWatcher) -> None:
+        # As many waiting calls as there are free in-flight slots, at once; again if a
+        # failed publish freed slots (nothing else may come to wake the loop).
+        limit = self._runner._max_in_flight
+        while self._waiting and len(self._in_flight) < limit:
+            accepted: list[JobCall] = []
+            while self._waiting and len(self._in_flight) < limit:
+                call = self._waiting.popleft()
+                if self._accept(watcher, call):
+                    accepted.append(call)
+            if accepted:
+                self._publish(client, watcher, accepted)
+
+    def _publish(
+        self, client: CeleryClient, watcher: ResultWatcher, accepted: list[JobCall]
+    ) -> None:
         settings = self._blueprint.settings
         for group in batches(accepted, settings.batch_max_calls, settings.batch_max_bytes):
             try:
