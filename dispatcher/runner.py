@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 from dispatcher._batching import batches
-from dispatcher._celery_client import CeleryClient, ResultWatcher
+from dispatcher._celery_client import CeleryClient, Ready, ResultWatcher
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
 from dispatcher.jobs import JobCall, JobError, JobResult
@@ -264,7 +264,7 @@ def submit(
 # -- one run ------------------------------------------------------------------------------
 
 _CALL = "call"
-_RESULT = "result"
+_RESULTS = "results"
 _PRODUCER_DONE = "producer_done"
 
 
@@ -340,8 +340,9 @@ class _Run:
             for event in self._ready_events():
                 if event[0] == _CALL:
                     self._waiting.append(event[1])
-                elif event[0] == _RESULT:
-                    self._complete(event[1], event[2], event[3])
+                elif event[0] == _RESULTS:
+                    for call_id, state, value in event[1]:
+                        self._complete(call_id, state, value)
                 else:
                     producer_done = True
             self._publish_waiting(client, watcher)
@@ -405,9 +406,9 @@ class _Run:
         watcher.watch(call.call_id)
         return True
 
-    def _on_ready(self, call_id: str, state: str, value: object) -> None:
+    def _on_ready(self, ready: list[Ready]) -> None:
         # Runs in the listener thread; everything else happens in the caller's thread.
-        self._events.put((_RESULT, call_id, state, value))
+        self._events.put((_RESULTS, ready))
 
     def _complete(self, call_id: str, state: str, value: object) -> None:
         entry = self._in_flight.pop(call_id, None)

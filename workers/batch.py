@@ -39,7 +39,7 @@ from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, job_queue
 from providers.errors import ErrorKind
 from workers.idempotency import answered_and_announced
 from workers.redaction import SummarizedResult
-from workers.signals import call_retried, call_succeeded
+from workers.signals import call_retried, calls_succeeded
 from workers.tasks import _gave_up, _queue_job_id, _retry_countdown_s, _Retryable, _run
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ logger = logging.getLogger("blueprint_faas.workers")
 
 #: The longest wait for a call of a batch to finish before looking at time limits again.
 _WAIT_TICK_S = 1.0
+#: How long a finished call's result waits for others of its batch to share its store.
+_GATHER_S = 0.002
 
 
 class BatchTask(Task):  # type: ignore[misc]
@@ -180,8 +182,7 @@ class _Batch:
             for wire in wires:
                 task.backend.store_result(wire["call_id"], SummarizedResult(wire), "SUCCESS")
         self.stored += len(wires)
-        for wire in wires:
-            call_succeeded.send(sender=task, result=wire)
+        calls_succeeded.send(sender=task, results=wires)
 
     # -- one call -----------------------------------------------------------------------
 
@@ -237,6 +238,10 @@ class _Batch:
                 if expired:
                     return expired
                 continue
+            if len(pending) > 1:
+                # Calls of a batch mostly start together and end close together: a moment's
+                # wait lets the ones ending now share the store (and the runner's next batch).
+                time.sleep(_GATHER_S)
             # A call that timed out may still finish later: its outcome is not wanted.
             return [
                 item for item in _and_queued(first, self._finished) if item[0].call_id in pending

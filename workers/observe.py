@@ -6,8 +6,9 @@ It hooks into Celery signals of the execute task, so the task itself records not
   is one attempt: ok or its error kind, its metrics, the job's configured memory;
 - ``task_retry``: a retryable provider error is one failed attempt, and one retry;
 - ``task_failure`` of a warm or health task: a throttled control call counts as a throttle;
-- ``call_succeeded`` and ``call_retried`` (:mod:`workers.signals`): the same two events for
-  each call of a batch message, which Celery's signals see as one task.
+- ``calls_succeeded`` and ``call_retried`` (:mod:`workers.signals`): the same two events for
+  the calls of a batch message, which Celery's signals see as one task; the ledger entries
+  of the results stored together are appended in one round trip.
 
 Each attempt is counted by :mod:`workers.metrics` and appended to :mod:`dispatcher.records` on
 the result backend's Redis. An observer that fails is logged; it never fails the task.
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import task_failure, task_retry, task_success
 
 from dispatcher.jobs import LOCAL
-from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, HEALTH_TASK, WARM_TASK
-from dispatcher.records import InvocationRecord, append_invocation
+from dispatcher.keys import EXECUTE_TASK, HEALTH_TASK, WARM_TASK
+from dispatcher.records import InvocationRecord, append_invocation, append_invocations
 from providers.base import FaasMetrics
 from providers.errors import ErrorKind, FaasError
 from providers.pricing import (
@@ -36,20 +37,18 @@ from providers.pricing import (
     with_custom_prices,
 )
 from workers import metrics
-from workers.signals import call_retried, call_succeeded
+from workers.signals import call_retried, calls_succeeded
 
 if TYPE_CHECKING:
     from celery import Task
 
     from dispatcher.settings import Settings
 
-__all__ = ["Attempt", "install", "price_book", "record_attempt"]
+__all__ = ["Attempt", "install", "price_book", "record_attempt", "record_attempts"]
 
 logger = logging.getLogger("blueprint_faas.workers.observe")
 
 _CONTROL_TASKS = frozenset({WARM_TASK, HEALTH_TASK})
-#: The tasks whose results, or whose calls' results, are JobResult wire dicts.
-_CALL_TASKS = frozenset({EXECUTE_TASK, EXECUTE_BATCH_TASK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +80,34 @@ def record_attempt(
     attempt: Attempt, redis_client: Any | None, prices: PriceBook = DEFAULT_PRICE_BOOK
 ) -> None:
     """Count ``attempt`` in the metrics and append it to the ledger. Never raises."""
-    metrics.record_invocation(
-        attempt.job_id,
-        attempt.provider,
-        outcome=metrics.Outcome.OK if attempt.ok else metrics.Outcome.ERROR,
-        error_kind=attempt.error_kind,
-        metrics=attempt.metrics,
-        memory_mb=attempt.memory_mb,
-        region=attempt.region,
-        prices=prices,
-    )
-    if redis_client is None:
+    record_attempts([attempt], redis_client, prices)
+
+
+def record_attempts(
+    attempts: list[Attempt], redis_client: Any | None, prices: PriceBook = DEFAULT_PRICE_BOOK
+) -> None:
+    """:func:`record_attempt` for several attempts, the ledger in one round trip."""
+    for attempt in attempts:
+        metrics.record_invocation(
+            attempt.job_id,
+            attempt.provider,
+            outcome=metrics.Outcome.OK if attempt.ok else metrics.Outcome.ERROR,
+            error_kind=attempt.error_kind,
+            metrics=attempt.metrics,
+            memory_mb=attempt.memory_mb,
+            region=attempt.region,
+            prices=prices,
+        )
+    if redis_client is None or not attempts:
         return
     try:
-        append_invocation(redis_client, _ledger_record(attempt, prices))
+        records = [_ledger_record(attempt, prices) for attempt in attempts]
+        if len(records) == 1:
+            append_invocation(redis_client, records[0])
+        else:
+            append_invocations(redis_client, records)
     except Exception:
-        logger.exception("could not append job %s's invocation to the ledger", attempt.job_id)
+        logger.exception("could not append %d invocations to the ledger", len(attempts))
 
 
 def install() -> None:
@@ -104,7 +115,7 @@ def install() -> None:
     task_success.connect(_on_success, weak=False, dispatch_uid="blueprint-observe-success")
     task_retry.connect(_on_retry, weak=False, dispatch_uid="blueprint-observe-retry")
     task_failure.connect(_on_failure, weak=False, dispatch_uid="blueprint-observe-failure")
-    call_succeeded.connect(_on_success, weak=False, dispatch_uid="blueprint-observe-call")
+    calls_succeeded.connect(_on_calls_succeeded, weak=False, dispatch_uid="blueprint-observe-calls")
     call_retried.connect(_on_call_retry, weak=False, dispatch_uid="blueprint-observe-call-retry")
 
 
@@ -112,27 +123,39 @@ def install() -> None:
 
 
 def _on_success(sender: Task | None = None, result: Any = None, **_: Any) -> None:
-    if sender is None or sender.name not in _CALL_TASKS or not isinstance(result, Mapping):
+    if sender is None or sender.name != EXECUTE_TASK:
+        return
+    _on_calls_succeeded(sender, results=[result])
+
+
+def _on_calls_succeeded(sender: Task | None = None, results: Any = (), **_: Any) -> None:
+    if sender is None:
         return
     try:
-        ran_on = result.get("ran_on", LOCAL)
-        if ran_on == LOCAL:
-            return
-        job_id = int(result["job_id"])
-        error = result.get("error")
-        raw_metrics = result.get("metrics")
-        attempt = Attempt(
-            job_id,
-            str(ran_on),
-            ok=bool(result.get("ok")),
-            error_kind=str(error["kind"]) if isinstance(error, Mapping) else None,
-            metrics=FaasMetrics(**raw_metrics) if isinstance(raw_metrics, Mapping) else None,
-            memory_mb=_memory_mb(sender, job_id),
-            region=_region(sender, job_id),
-        )
-        record_attempt(attempt, _redis(sender), _prices(sender))
+        attempts = [_attempt_of(sender, result) for result in results]
+        found = [attempt for attempt in attempts if attempt is not None]
+        if found:
+            record_attempts(found, _redis(sender), _prices(sender))
     except Exception:
         logger.exception("the invocation observer failed; the task goes on")
+
+
+def _attempt_of(task: Task, result: object) -> Attempt | None:
+    # The provider attempt a stored JobResult wire dict stands for; None when it ran locally.
+    if not isinstance(result, Mapping) or result.get("ran_on", LOCAL) == LOCAL:
+        return None
+    job_id = int(result["job_id"])
+    error = result.get("error")
+    raw_metrics = result.get("metrics")
+    return Attempt(
+        job_id,
+        str(result["ran_on"]),
+        ok=bool(result.get("ok")),
+        error_kind=str(error["kind"]) if isinstance(error, Mapping) else None,
+        metrics=FaasMetrics(**raw_metrics) if isinstance(raw_metrics, Mapping) else None,
+        memory_mb=_memory_mb(task, job_id),
+        region=_region(task, job_id),
+    )
 
 
 def _on_retry(
