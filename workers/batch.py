@@ -38,7 +38,6 @@ from dispatcher.jobs import JobCall, JobError, JobResult
 from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, job_queue
 from providers.errors import ErrorKind
 from workers.idempotency import answered_and_announced
-from workers.redaction import SummarizedResult
 from workers.signals import call_retried, calls_succeeded
 from workers.tasks import _gave_up, _queue_job_id, _retry_countdown_s, _Retryable, _run
 
@@ -177,10 +176,10 @@ class _Batch:
         wires = [result.to_wire() for result in results]
         store_successes = getattr(task.backend, "store_successes", None)
         if store_successes is not None:
-            store_successes([(wire["call_id"], SummarizedResult(wire)) for wire in wires])
+            store_successes([(wire["call_id"], wire) for wire in wires])
         else:  # the embedded file backend: one store per call, as for a lone call
             for wire in wires:
-                task.backend.store_result(wire["call_id"], SummarizedResult(wire), "SUCCESS")
+                task.backend.store_result(wire["call_id"], wire, "SUCCESS")
         self.stored += len(wires)
         calls_succeeded.send(sender=task, results=wires)
 

@@ -13,6 +13,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -330,3 +331,18 @@ def test_the_runner_answers_every_call_once_when_batches_form(
             strict=True,
         )
     )
+
+
+def test_a_batch_runs_on_the_embedded_transport_and_file_backend(
+    tmp_path: Path, start_worker: StartWorker
+) -> None:
+    settings = Settings(data_dir=tmp_path / "embedded", **FAST_KNOBS)
+    start_worker(jobs="0", worker_settings=settings)
+    embedded = CeleryClient(settings)
+    try:
+        calls = [JobCall(0, u64(n)) for n in range(5)]
+        embedded.publish_batch(calls)
+        results = wait_for_results(embedded, [call.call_id for call in calls])
+    finally:
+        embedded.close()
+    assert [int.from_bytes(results[c.call_id].body, "big") for c in calls] == [0, 1, 4, 9, 16]
