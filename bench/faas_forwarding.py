@@ -199,7 +199,9 @@ def _compare(settings: Settings, faas_url: str, function_id: str, args: argparse
         with httpx.Client(base_url=faas_url, timeout=30) as client:
             url = f"/api/functions/{function_id}/invoke"
             for index in range(args.calls + 10):  # the first 10 of each warm up
-                for name, pair in pairs.items():
+                # Each side goes first every other call: neither always follows the direct one.
+                order = list(pairs.items())
+                for name, pair in order if index % 2 else reversed(order):
                     time.sleep(gap_s)
                     result, elapsed_s = pair.call(JobCall(FORWARDED_JOB, _ARGS))
                     if not result.ok or result.metrics is None:
