@@ -34,7 +34,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init
 
 from dispatcher.errors import DecodeError
-from dispatcher.jobs import JobCall, JobError, JobResult
+from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult
 from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, job_queue
 from providers.errors import ErrorKind
 from workers.idempotency import answered_and_announced
@@ -262,9 +262,13 @@ class _Batch:
             if started is not None and now - started >= limit_s:
                 logger.warning("call %s of a batch ran past its time limit", call_id)
                 error = JobError(ErrorKind.TIMEOUT, "the job ran past its time limit")
-                expired.append((call, JobResult.failure(call, error)))
+                expired.append((call, JobResult.failure(call, error, ran_on=self._ran_on(call))))
         self.timed_out += len(expired)
         return expired
+
+    def _ran_on(self, call: JobCall) -> str:
+        registry = self._task.blueprint.registry
+        return registry.get(call.job_id).provider_name if call.job_id in registry else LOCAL
 
 
 def _and_queued(
