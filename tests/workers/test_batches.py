@@ -33,9 +33,11 @@ from providers.errors import ErrorKind
 from tests.workers.conftest import (
     FAST_KNOBS,
     FlakyFunction,
+    RedisServer,
     Run,
     StartWorker,
     flaky_args,
+    free_port,
     wait_until,
 )
 
@@ -346,3 +348,33 @@ def test_a_batch_runs_on_the_embedded_transport_and_file_backend(
     finally:
         embedded.close()
     assert [int.from_bytes(results[c.call_id].body, "big") for c in calls] == [0, 1, 4, 9, 16]
+
+
+def test_a_redis_restart_mid_batch_leaves_each_call_one_result(
+    tmp_path: Path, start_worker: StartWorker, counters: redis.Redis
+) -> None:
+    server = RedisServer(free_port(), tmp_path / "redis", appendonly=True)
+    server.data_dir.mkdir()
+    server.start()
+    try:
+        settings = Settings.from_redis_url(server.url(0), **FAST_KNOBS)
+        start_worker(jobs="4", concurrency=4, worker_settings=settings)
+        restarted = CeleryClient(settings)
+        try:
+            calls = [sleep_call(1500) for _ in range(4)] + [sleep_call(10) for _ in range(4)]
+            restarted.publish_batch(calls)
+            wait_until(
+                lambda: all(counters.get(f"t:started:{c.call_id}") for c in calls[:4]),
+                what="the slow calls to start",
+            )
+            server.stop()  # the calls finish while Redis is away, and store once it is back
+            server.start()
+            results = wait_for_results(restarted, [call.call_id for call in calls])
+        finally:
+            restarted.close()
+    finally:
+        server.stop()
+    # The calls that finished while Redis was away stored their results once it was back.
+    assert all(result.ok for result in results.values())
+    assert {result.call_id for result in results.values()} == {call.call_id for call in calls}
+    assert all(counters.get(f"t:finished:{call.call_id}") for call in calls)
