@@ -31,6 +31,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 START_TIMEOUT_S = 60.0
 
+# The test doubles of ``tests/`` (the switchable function server) serve the benchmarks too,
+# rather than a copy here; ``tests`` is not an installed package.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -300,3 +305,54 @@ def group_cpu_s(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total_ticks += int(fields[11]) + int(fields[12])
     return total_ticks / _CLOCK_TICKS
+
+
+class TimedCall:
+    """One call of :func:`timed_run`: its result and when it was sent and answered."""
+
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
+        self.done_at = 0.0
+        self.result: Any = None
+
+    @property
+    def latency_s(self) -> float:
+        return self.done_at - self.sent_at
+
+
+def timed_run(
+    blueprint: Any, calls: Sequence[Any], *, max_in_flight: int, gap_s: float = 0.0
+) -> tuple[list[TimedCall], float]:
+    """Run ``calls`` through a ``BlueprintRunner`` of ``blueprint``; (timed calls, start).
+
+    The producer yields a call every ``gap_s`` (all at once when 0); each is timed from the
+    moment it is yielded to the moment its result reaches the consumer.
+    """
+    from dispatcher import BlueprintRunner
+
+    timed: dict[str, TimedCall] = {}
+    started = time.perf_counter()
+
+    def producer() -> Any:
+        for index, call in enumerate(calls):
+            if gap_s:
+                delay_s = started + index * gap_s - time.perf_counter()
+                if delay_s > 0:
+                    time.sleep(delay_s)
+            timed[call.call_id] = TimedCall(time.perf_counter())
+            yield call
+
+    def consumer(result: Any) -> None:
+        entry = timed[result.call_id]
+        entry.done_at = time.perf_counter()
+        entry.result = result
+
+    runner = (
+        BlueprintRunner.builder(blueprint.settings)
+        .app(blueprint)
+        .producer(producer)
+        .consumer(consumer)
+        .max_in_flight(max_in_flight)
+    )
+    runner.run()
+    return [timed[call.call_id] for call in calls], started

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     )
     from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult, ResultStatus
     from dispatcher.keys import job_queue
+    from dispatcher.placement import Placement, PlacementReason
     from dispatcher.registry import FaasRegistry
     from dispatcher.router import JobContext, Router
     from dispatcher.runner import (
@@ -46,6 +47,8 @@ __all__ = [  # noqa: RUF022  (grouped by purpose)
     "Blueprint",
     "FaasRegistry",
     "JobContext",
+    "Placement",
+    "PlacementReason",
     "Router",
     "load_app",
     # Settings
@@ -73,6 +76,7 @@ _MODULE_OF = {
     **dict.fromkeys(("LOCAL", "JobCall", "JobError", "JobResult", "ResultStatus"), "jobs"),
     **dict.fromkeys(("Blueprint", "load_app"), "app"),
     "FaasRegistry": "registry",
+    **dict.fromkeys(("Placement", "PlacementReason"), "placement"),
     **dict.fromkeys(("JobContext", "Router"), "router"),
     **dict.fromkeys(("Settings", "redact_url"), "settings"),
     **dict.fromkeys(

@@ -75,8 +75,8 @@ class CeleryClient:
         # The backend is thread-local in Celery: keep the one results are subscribed on.
         self.backend = self.app.backend
 
-    def publish(self, call: JobCall) -> AsyncResult:
-        """Send ``call`` to its job's queue, the call id as task id.
+    def publish(self, call: JobCall, queue: str | None = None) -> AsyncResult:
+        """Send ``call`` to ``queue`` (its job's own when None), the call id as task id.
 
         Raises
         ------
@@ -87,13 +87,13 @@ class CeleryClient:
             EXECUTE_TASK,
             args=(call.to_wire(),),
             task_id=call.call_id,
-            queue=job_queue(call.job_id),
+            queue=job_queue(call.job_id) if queue is None else queue,
             argsrepr=argsrepr(call),
             kwargsrepr="{}",
         )
 
-    def publish_batch(self, calls: list[JobCall]) -> None:
-        """Send several calls of one job in one message (one call: :meth:`publish`).
+    def publish_batch(self, calls: list[JobCall], queue: str | None = None) -> None:
+        """Send several calls of one job to ``queue`` in one message (one: :meth:`publish`).
 
         The message's task id is a fresh batch id, whose own result is never stored: each
         call's result is stored under its call id, as if it had travelled alone.
@@ -106,7 +106,7 @@ class CeleryClient:
             The broker stayed unreachable through every publish retry.
         """
         if len(calls) == 1:
-            self.publish(calls[0])
+            self.publish(calls[0], queue)
             return
         if not calls or len({call.job_id for call in calls}) != 1:
             raise ValueError("a batch holds one or more calls of one job")
@@ -114,7 +114,7 @@ class CeleryClient:
             EXECUTE_BATCH_TASK,
             args=([call.to_wire() for call in calls],),
             task_id=f"batch-{uuid.uuid4()}",
-            queue=job_queue(calls[0].job_id),
+            queue=job_queue(calls[0].job_id) if queue is None else queue,
             argsrepr=batch_argsrepr(calls),
             kwargsrepr="{}",
             ignore_result=True,

@@ -64,16 +64,24 @@ def deploy(
     env: Annotated[
         list[str] | None, typer.Option(help="NAME=VALUE for the function (repeatable).")
     ] = None,
-    keep_warm: Annotated[bool, typer.Option(help="Ask the provider to keep it warm.")] = False,
+    keep_warm: Annotated[
+        bool | None, typer.Option("--keep-warm/--no-keep-warm", help="Keep it warm, or not.")
+    ] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Concurrent instances cap.")] = None,
     provider: _Provider = None,
     as_json: _Json = False,
 ) -> None:
-    """Package HANDLER for the job's provider and deploy it (create or replace)."""
+    """Package HANDLER for the job's provider and deploy it (create or replace).
+
+    The function gets the job's config in the app (its settings file's fields), with the
+    options given here over it.
+    """
     from dispatcher import operations
 
     def deploy_job(blueprint: Blueprint) -> FaasDeployment:
+        executor = operations.executor_for(blueprint, job_id, provider)
         config = operations.faas_config(
+            executor.job_config(job_id),
             memory_mb=memory,
             timeout_s=timeout,
             env_vars=operations.parse_env_pairs(env or []),
@@ -316,10 +324,22 @@ def _print_status(report: AppStatus) -> None:
     from rich.table import Table
 
     table = Table(title="Jobs")
-    for column in ("job", "runs on", "function", "last health", "queued", "workers"):
+    columns = ("job", "runs on", "placement", "function", "last health", "queued", "breaker")
+    for column in (*columns, "budget", "workers"):
         table.add_column(column)
     for job in report.jobs:
         runs_on = job.provider or job.runs_on
+        queued = str(job.queue_length)
+        if job.lane_queue is not None:
+            queued = f"{queued} (+{job.lane_queue_length} on {job.lane_queue})"
+        breaker = "-"
+        if job.breaker is not None:
+            breaker = str(job.breaker.state).replace("_", "-")
+            if job.breaker.is_open:
+                breaker = f"{breaker}, {job.breaker.cooldown_left_s:.0f} s left"
+        budget = "-"
+        if job.budget is not None:
+            budget = f"{job.budget.in_use}/{job.budget.limit} (of {job.budget.declared})"
         function = "-"
         if job.deployment is not None:
             function = job.deployment.replace("_", " ")
@@ -332,7 +352,15 @@ def _print_status(report: AppStatus) -> None:
                 last_health = f"{last_health}: {job.health.error}"
         workers = ", ".join(job.workers) or "none"
         table.add_row(
-            str(job.job_id), runs_on, function, last_health, str(job.queue_length), workers
+            str(job.job_id),
+            runs_on,
+            job.placement.replace("_", " "),
+            function,
+            last_health,
+            queued,
+            breaker,
+            budget,
+            workers,
         )
     _stdout().print(table)
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from dispatcher.errors import ConfigError
+from dispatcher.jobs import checked_job_id
+from dispatcher.placement import Placement, placement_problems
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
 from dispatcher.settings import (
@@ -69,6 +71,9 @@ class Blueprint:
         zero-argument callable returning one (preferred: a generator can be consumed once).
     consumers:
         What ``blueprint-faas run`` hands every JobResult to.
+    placements:
+        Job id -> placement policy (:class:`~dispatcher.placement.Placement` or its name). A
+        job not named runs on its executor if it has one, else on its local handler.
     """
 
     def __init__(
@@ -79,12 +84,16 @@ class Blueprint:
         *,
         producer: Producer | Callable[[], Producer] | None = None,
         consumers: Iterable[Consumer] = (),
+        placements: Mapping[int, Placement | str] | None = None,
     ) -> None:
         self.router = Router() if router is None else router
         self.registry = FaasRegistry() if registry is None else registry
         self._settings = settings
         self.producer = producer
         self.consumers = list(consumers)
+        self._placements: dict[int, Placement] = {}
+        for job_id, placement in (placements or {}).items():
+            self.with_placement(job_id, placement)
 
     @classmethod
     def from_config(
@@ -111,9 +120,15 @@ class Blueprint:
         ------
         ConfigError
             No file, or one that cannot be read; a bad knob, ``[local]`` or ``[faas]`` entry
-            (each named by its key); local jobs defined twice; a job both local and FaaS.
+            (each named by its key); local jobs defined twice; a job both local and FaaS
+            without a placement that uses both; a placement without what it runs on.
         """
-        from dispatcher.app_config import LOCAL_SECTION, faas_registry, local_router
+        from dispatcher.app_config import (
+            LOCAL_SECTION,
+            faas_placements,
+            faas_registry,
+            local_router,
+        )
 
         config_path = Path(path) if path is not None else config_file_path(environ)
         if config_path is None:
@@ -128,13 +143,27 @@ class Blueprint:
                     )
                 router = local_router(data[LOCAL_SECTION])
             registry = faas_registry(data.get("faas", {}))
+            placements = faas_placements(data.get("faas", {}))
         except ConfigError as error:
             raise ConfigError(f"{config_path}: {error}") from error.__cause__
         router = Router() if router is None else router
-        both = sorted(set(router.job_ids()) & set(registry.job_ids()))
+        both = sorted(
+            job_id
+            for job_id in set(router.job_ids()) & set(registry.job_ids())
+            if job_id not in placements or placements[job_id].spare is None
+        )
         if both:
-            raise ConfigError(f"{config_path}: job(s) {both} are both local and FaaS jobs")
-        return cls(router=router, registry=registry, settings=settings)
+            raise ConfigError(
+                f"{config_path}: job(s) {both} are both local and FaaS jobs; a job with both "
+                f"needs placement = {str(Placement.LOCAL_WITH_FAAS_OVERFLOW)!r} or "
+                f"{str(Placement.FAAS_WITH_LOCAL_FALLBACK)!r}"
+            )
+        blueprint = cls(router=router, registry=registry, settings=settings, placements=placements)
+        try:
+            blueprint.check_placements()
+        except ConfigError as error:
+            raise ConfigError(f"{config_path}: {error}") from None
+        return blueprint
 
     @property
     def settings(self) -> Settings:
@@ -159,6 +188,45 @@ class Blueprint:
         self.registry.register(job_id, executor)
         return self
 
+    def with_placement(self, job_id: int, placement: Placement | str) -> Self:
+        """Place ``job_id``'s calls by ``placement`` (checked by :meth:`check_placements`).
+
+        Raises
+        ------
+        ConfigError
+            ``placement`` is not a placement policy's name.
+        """
+        try:
+            self._placements[checked_job_id(job_id)] = Placement(placement)
+        except ValueError:
+            known = ", ".join(str(policy) for policy in Placement)
+            raise ConfigError(
+                f"job {job_id}: unknown placement {placement!r} (known: {known})"
+            ) from None
+        return self
+
+    def placement(self, job_id: int) -> Placement:
+        """``job_id``'s placement: the one given, else ``faas`` with an executor, else ``local``."""
+        placement = self._placements.get(job_id)
+        if placement is not None:
+            return placement
+        return Placement.FAAS if job_id in self.registry else Placement.LOCAL
+
+    def check_placements(self) -> None:
+        """Refuse a placement without what it runs on.
+
+        Raises
+        ------
+        ConfigError
+            A job's placement needs a local handler or an executor it does not have (the
+            overflow and fallback policies need both).
+        """
+        problems = placement_problems(
+            self._placements, self.router.job_ids(), self.registry.job_ids()
+        )
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     def job_ids(self) -> list[int]:
         """Every job id this blueprint can run, locally or on a provider, sorted."""
         return sorted(set(self.router.job_ids()) | set(self.registry.job_ids()))
@@ -176,9 +244,11 @@ class Blueprint:
         return (not self.router and not self.registry) or self.knows(job_id)
 
     def __repr__(self) -> str:
+        placements = {job_id: str(p) for job_id, p in sorted(self._placements.items())}
         return (
             f"Blueprint(local_jobs={self.router.job_ids()}, "
-            f"faas_jobs={self.registry.job_ids()}, settings={self._settings!r})"
+            f"faas_jobs={self.registry.job_ids()}, placements={placements}, "
+            f"settings={self._settings!r})"
         )
 
 
@@ -212,6 +282,7 @@ def load_app(spec: str) -> Blueprint:
         if not isinstance(value, Blueprint) and callable(value):
             value = value()
         if isinstance(value, Blueprint):
+            value.check_placements()
             return value
         raise ConfigError(f"{module_name}:{name} is a {type(value).__name__}, not a Blueprint")
     raise ConfigError(f"module {module_name!r} has no {' or '.join(candidates)} Blueprint")

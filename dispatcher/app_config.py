@@ -16,6 +16,7 @@ original crate's ``FaasProviderConfig`` and ``factory::create_executor``)::
     memory_mb = 256             # the job's FaasConfig fields
     timeout_secs = 60
     keep_warm = true
+    placement = "faas_with_local_fallback"  # or local_with_faas_overflow (and a local handler)
     [faas.jobs.1.options]       # this job's own options, over the provider's shared ones
     function_prefix = "acme"
 
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from dispatcher.errors import ConfigError
+from dispatcher.placement import Placement
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
 from providers.base import MAX_JOB_ID, FaasConfig
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_ROUTER_ATTR",
     "FAAS_SECTION",
     "LOCAL_SECTION",
+    "faas_placements",
     "faas_registry",
     "local_router",
 ]
@@ -64,7 +67,7 @@ DEFAULT_ROUTER_ATTR = "router"
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _UNKNOWN_KEY = "unknown key"
-_JOB_KEYS = frozenset({"provider", "options"})
+_JOB_KEYS = frozenset({"provider", "options", "placement"})
 _FAAS_KEYS = frozenset({"jobs", "options"})
 _LOCAL_KEYS = frozenset({"module"})
 
@@ -133,6 +136,31 @@ def faas_registry(faas: object) -> FaasRegistry:
     if problems:
         raise ConfigError("; ".join(problems))
     return registry
+
+
+def faas_placements(faas: object) -> dict[int, Placement]:
+    """The ``placement`` of each job of the ``[faas]`` table that names one.
+
+    Raises
+    ------
+    ConfigError
+        A placement that is not a policy's name (the key is named).
+    """
+    jobs = _table(faas, FAAS_SECTION).get("jobs", {})
+    placements: dict[int, Placement] = {}
+    problems = []
+    for key, table in _table(jobs, f"{FAAS_SECTION}.jobs").items():
+        job_id = _job_id(key)
+        if job_id is None or not isinstance(table, Mapping) or "placement" not in table:
+            continue  # a bad job id or table is faas_registry's to report
+        try:
+            placements[job_id] = Placement(table["placement"])
+        except ValueError:
+            known = ", ".join(str(policy) for policy in Placement)
+            problems.append(f"{FAAS_SECTION}.jobs.{key}.placement: expected one of {known}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return placements
 
 
 def _shared_executor(

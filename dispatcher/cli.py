@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +25,9 @@ from dispatcher._cli_operations import (
     operations_cli,
     reported_errors,
 )
+
+if TYPE_CHECKING:
+    from dispatcher.runner import BlueprintRunnerBuilder, Producer
 
 __all__ = ["cli", "main"]
 
@@ -48,6 +53,14 @@ class PoolKind(StrEnum):
     SOLO = "solo"
 
 
+class LaneChoice(StrEnum):
+    """The sides of its jobs a worker serves (``dispatcher.placement.Lane``, or both)."""
+
+    BOTH = "both"
+    LOCAL = "local"
+    FAAS = "faas"
+
+
 def main() -> None:
     """Console-script entry point."""
     # As with ``celery -A``: an app module in the current folder is importable by name.
@@ -66,9 +79,14 @@ def worker(
     pool: Annotated[PoolKind, typer.Option(help="The worker pool.")] = PoolKind.PREFORK,
     concurrency: Annotated[int | None, typer.Option(min=1)] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
+    lane: Annotated[
+        LaneChoice,
+        typer.Option(help="Serve the local side, the FaaS side, or both, of the jobs."),
+    ] = LaneChoice.BOTH,
 ) -> None:
     """Serve the queues of the app's jobs (all of them unless --jobs)."""
     from dispatcher.app import load_app
+    from dispatcher.placement import Lane
     from workers import run_worker
 
     job_ids = None if jobs is None else _job_ids(jobs)
@@ -79,6 +97,7 @@ def worker(
             pool=pool.value,  # type: ignore[arg-type]  # PoolKind's values are Pool's
             concurrency=concurrency,
             loglevel=loglevel,
+            lanes=None if lane is LaneChoice.BOTH else [Lane(lane.value)],
         )
 
 
@@ -116,8 +135,15 @@ def submit_command(
 
 
 @cli.command()
-def run(app: AppOption) -> None:
-    """Run the app's producer to the end, handing every result to its consumers."""
+def run(
+    app: AppOption,
+    quiet: Annotated[bool, typer.Option(help="No live progress bar, only the summary.")] = False,
+) -> None:
+    """Run the app's producer to the end, handing every result to its consumers.
+
+    On a terminal a live bar shows answered of submitted calls, ok and failed, calls/s and
+    calls in flight; the summary line follows in every case.
+    """
     from dispatcher.app import load_app
     from dispatcher.runner import BlueprintRunner
 
@@ -125,8 +151,9 @@ def run(app: AppOption) -> None:
         blueprint = load_app(app)
     if blueprint.producer is None:
         raise typer.BadParameter(f"{app} has no producer")
-    with reported_errors():
-        summary = BlueprintRunner.builder().app(blueprint).run()
+    builder = BlueprintRunner.builder().app(blueprint)
+    with reported_errors(), _run_progress(builder, blueprint.producer, shown=not quiet):
+        summary = builder.run()
     typer.echo(
         f"{summary.submitted} calls: {summary.succeeded} ok, {summary.failed} failed "
         f"in {summary.elapsed_s:.2f} s"
@@ -209,11 +236,15 @@ def _job_ids(text: str) -> list[int]:
 
 def _describe(result: object) -> str:
     from dispatcher.jobs import JobResult
+    from dispatcher.placement import PlacementReason
 
     assert isinstance(result, JobResult)
+    where = f"ran_on={result.ran_on}"
+    if result.placement_reason != PlacementReason.POLICY:  # an overflow or a fallback
+        where = f"{where} placement_reason={result.placement_reason}"
     if result.ok:
-        return f"ok job={result.job_id} ran_on={result.ran_on} body_hex={result.body.hex()}"
-    return f"error job={result.job_id} ran_on={result.ran_on} error={result.error}"
+        return f"ok job={result.job_id} {where} body_hex={result.body.hex()}"
+    return f"error job={result.job_id} {where} error={result.error}"
 
 
 def _maybe_patch_gevent(argv: list[str]) -> None:
@@ -229,3 +260,19 @@ def _maybe_patch_gevent(argv: list[str]) -> None:
 
             monkey.patch_all()
             return
+
+
+def _run_progress(
+    builder: BlueprintRunnerBuilder, producer: Producer | Callable[[], Producer], *, shown: bool
+) -> AbstractContextManager[object]:
+    """A live bar on stderr for the run ``builder`` makes, if shown and stderr is a terminal."""
+    from rich.console import Console
+
+    from dispatcher._run_progress import RunProgress
+
+    console = Console(stderr=True)
+    if not (shown and console.is_terminal):
+        return nullcontext()
+    progress = RunProgress(console)
+    builder.producer(progress.counted(producer)).consumer(progress.record)
+    return progress

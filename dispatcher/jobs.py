@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from dispatcher.errors import DecodeError, InvalidJobCall
+from dispatcher.placement import PlacementReason
 from providers.base import FaasMetrics, check_job_id
 from providers.errors import ErrorKind, FaasError
 
@@ -170,6 +171,8 @@ class JobError:
     retryable: bool = False
     provider: str | None = None
     status: int | None = None
+    #: When a retryable error says how long to wait (a throttle, an open circuit breaker).
+    retry_after_s: float | None = None
 
     @classmethod
     def from_faas_error(cls, error: FaasError) -> Self:
@@ -179,6 +182,7 @@ class JobError:
             retryable=error.retryable,
             provider=error.provider,
             status=error.status,
+            retry_after_s=error.retry_after_s,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -188,6 +192,7 @@ class JobError:
             "retryable": self.retryable,
             "provider": self.provider,
             "status": self.status,
+            "retry_after_s": self.retry_after_s,
         }
 
     @classmethod
@@ -198,6 +203,7 @@ class JobError:
             retryable=bool(wire.get("retryable", False)),
             provider=wire.get("provider"),
             status=wire.get("status"),
+            retry_after_s=wire.get("retry_after_s"),
         )
 
 
@@ -205,8 +211,10 @@ class JobError:
 class JobResult:
     """The outcome of one JobCall, successful or not.
 
-    ``ran_on`` is :data:`LOCAL` or the provider name; ``attempts`` counts every try,
-    retries included; ``metrics`` is present when a FaaS provider ran the job.
+    ``ran_on`` is :data:`LOCAL` or the provider name, and ``placement_reason`` why it ran
+    there (its policy, an overflow or a fallback: :mod:`dispatcher.placement`);
+    ``attempts`` counts every try, retries included; ``metrics`` is present when a FaaS
+    provider ran the job.
     """
 
     job_id: int
@@ -218,9 +226,11 @@ class JobResult:
     ran_on: str = LOCAL
     attempts: int = 1
     metrics: FaasMetrics | None = None
+    placement_reason: PlacementReason = PlacementReason.POLICY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "job_id", checked_job_id(self.job_id))
+        object.__setattr__(self, "placement_reason", PlacementReason(self.placement_reason))
         if not isinstance(self.body, bytes | bytearray | memoryview):
             raise InvalidJobCall(f"body must be bytes, got {type(self.body).__name__}")
         object.__setattr__(self, "body", bytes(self.body))
@@ -243,6 +253,7 @@ class JobResult:
         ran_on: str = LOCAL,
         attempts: int = 1,
         metrics: FaasMetrics | None = None,
+        placement_reason: PlacementReason = PlacementReason.POLICY,
     ) -> Self:
         """The result of ``call`` that produced ``body``."""
         return cls(
@@ -254,6 +265,7 @@ class JobResult:
             ran_on=ran_on,
             attempts=attempts,
             metrics=metrics,
+            placement_reason=placement_reason,
         )
 
     @classmethod
@@ -265,6 +277,7 @@ class JobResult:
         ran_on: str = LOCAL,
         attempts: int = 1,
         metrics: FaasMetrics | None = None,
+        placement_reason: PlacementReason = PlacementReason.POLICY,
     ) -> Self:
         """The result of ``call`` that failed with ``error``."""
         return cls(
@@ -276,6 +289,7 @@ class JobResult:
             ran_on=ran_on,
             attempts=attempts,
             metrics=metrics,
+            placement_reason=placement_reason,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -289,6 +303,7 @@ class JobResult:
             "metadata": dict(self.metadata),
             "error": None if self.error is None else self.error.to_wire(),
             "ran_on": self.ran_on,
+            "placement_reason": self.placement_reason,
             "attempts": self.attempts,
             # Every field, so one added to FaasMetrics cannot be dropped on the wire.
             "metrics": None if metrics is None else dataclasses.asdict(metrics),
@@ -318,6 +333,9 @@ class JobResult:
                 ran_on=str(wire.get("ran_on", LOCAL)),
                 attempts=int(wire.get("attempts", 1)),
                 metrics=None if metrics is None else FaasMetrics(**metrics),
+                placement_reason=PlacementReason(
+                    wire.get("placement_reason", PlacementReason.POLICY)
+                ),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DecodeError(f"not a job result: {error}", wire, error) from error

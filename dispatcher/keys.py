@@ -10,6 +10,8 @@ from providers.base import check_job_id
 
 __all__ = [
     "BEAT_LOCK_KEY",
+    "BREAKER_KEY_PREFIX",
+    "BUDGET_KEY_PREFIX",
     "CONSUMERS_KEY",
     "EXECUTE_BATCH_TASK",
     "EXECUTE_TASK",
@@ -20,13 +22,17 @@ __all__ = [
     "METRICS_MULTIPROC_DIR_ENV",
     "METRICS_PORT_DEFAULT",
     "METRICS_PREFIX",
+    "REQUEUES_HEADER",
     "RESTORER_LOCK_KEY",
     "WARM_QUEUE",
     "WARM_TASK",
+    "breaker_key",
+    "budget_key",
     "consumer_in_flight_key",
     "consumer_liveness_key",
     "health_key",
     "job_queue",
+    "lane_queue",
     "wake_key",
 ]
 
@@ -40,6 +46,9 @@ KEY_PREFIX = "blueprint-faas:"
 EXECUTE_TASK = "blueprint_faas.execute"
 #: Several calls of one job in one message; each call is its own JobCall wire dict.
 EXECUTE_BATCH_TASK = "blueprint_faas.execute_batch"
+#: Header of an execute task's message: how often the call went back to its queue for want
+#: of a concurrency lease (not attempts: nothing was sent).
+REQUEUES_HEADER = "blueprint_requeues"
 WARM_TASK = "blueprint_faas.warm"
 HEALTH_TASK = "blueprint_faas.health"
 
@@ -67,6 +76,33 @@ def health_key(job_id: int) -> str:
 def job_queue(job_id: int) -> str:
     """The queue of a job id: ``blueprint.jobs.<job_id>``."""
     return f"{JOB_QUEUE_PREFIX}{check_job_id(job_id)}"
+
+
+def lane_queue(job_id: int, lane: str) -> str:
+    """The second queue of a job placed on both sides: ``blueprint.jobs.<job_id>.<lane>``.
+
+    ``lane`` is ``faas`` (a local job's overflow) or ``local`` (a FaaS job's fallback);
+    :mod:`dispatcher.placement` says which job has which.
+    """
+    return f"{job_queue(job_id)}.{lane}"
+
+
+# -- shared provider guards (dispatcher.breaker, dispatcher.budget) ------------------------
+
+#: Prefix of the Redis hash holding one provider scope's circuit breaker.
+BREAKER_KEY_PREFIX = f"{KEY_PREFIX}breaker:"
+#: Prefix of the Redis keys of one provider scope's concurrency budget.
+BUDGET_KEY_PREFIX = f"{KEY_PREFIX}budget:"
+
+
+def breaker_key(scope: str) -> str:
+    """The hash of the breaker of ``scope`` (an executor's ``scope``: provider and endpoint)."""
+    return f"{BREAKER_KEY_PREFIX}{scope}"
+
+
+def budget_key(scope: str, part: str) -> str:
+    """A key of the concurrency budget of ``scope``: ``leases`` (a zset) or ``limit`` (a hash)."""
+    return f"{BUDGET_KEY_PREFIX}{scope}:{part}"
 
 
 # -- the broker's consumer records (dispatcher._broker, dispatcher._consumers) ---------------

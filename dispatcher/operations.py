@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from dispatcher.errors import NotAFaasJob, ProviderMismatch, UnknownJob
-from providers.base import FaasConfig, FaasDeployment
+from providers.base import DEFAULT_CONFIG, FaasConfig, FaasDeployment
 from providers.errors import InvalidConfig
 from providers.registry import MissingExtra, UnknownProvider, provider_spec
 
@@ -195,14 +195,19 @@ def parse_env_pairs(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def faas_config(
+    base: FaasConfig = DEFAULT_CONFIG,
     *,
     memory_mb: int | None = None,
     timeout_s: int | None = None,
     env_vars: Mapping[str, str] | None = None,
-    keep_warm: bool = False,
+    keep_warm: bool | None = None,
     max_concurrency: int | None = None,
 ) -> FaasConfig:
-    """A FaasConfig from deploy options; a None keeps the default.
+    """``base`` (the job's config in the app) with the deploy options that were given.
+
+    A None keeps ``base``'s value, so a deploy from the command line runs the function with
+    the config the workers size their deadlines by unless told otherwise; ``env_vars`` are
+    added over ``base``'s.
 
     Raises
     ------
@@ -210,13 +215,15 @@ def faas_config(
         A value out of range or an environment variable name that is not portable. The
         message names the field and the rule, never a value (values may be secrets).
     """
-    values: dict[str, Any] = {"keep_warm": keep_warm, "env_vars": dict(env_vars or {})}
-    if memory_mb is not None:
-        values["memory_mb"] = memory_mb
-    if timeout_s is not None:
-        values["timeout_secs"] = timeout_s
-    if max_concurrency is not None:
-        values["max_concurrency"] = max_concurrency
+    values: dict[str, Any] = dict(base)
+    values["env_vars"] = {**base.env_vars, **(env_vars or {})}
+    given = {
+        "memory_mb": memory_mb,
+        "timeout_secs": timeout_s,
+        "keep_warm": keep_warm,
+        "max_concurrency": max_concurrency,
+    }
+    values.update({name: value for name, value in given.items() if value is not None})
     try:
         return FaasConfig(**values)
     except ValidationError as error:

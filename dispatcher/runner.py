@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from dispatcher._batching import batches
 from dispatcher._celery_client import CeleryClient, Ready, ResultWatcher
+from dispatcher._redis import broker_redis
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
 from dispatcher.jobs import JobCall, JobError, JobResult
+from dispatcher.placement import Placer
 from dispatcher.registry import FaasRegistry
 from dispatcher.router import Router
 from dispatcher.settings import Settings
@@ -176,6 +178,7 @@ class BlueprintRunner:
         *,
         max_in_flight: int | None = None,
     ) -> None:
+        blueprint.check_placements()
         self._blueprint = blueprint
         self._producer = producer
         self._consumers = list(consumers)
@@ -251,7 +254,12 @@ def submit(
     if not blueprint.accepts(call.job_id):
         return _unknown_job(call)
     client = CeleryClient(blueprint.settings)
-    result = client.publish(call)
+    broker = broker_redis(blueprint.settings)
+    try:
+        result = client.publish(call, _queue_of(Placer(blueprint, broker), call))
+    finally:
+        if broker is not None:
+            broker.close()
     try:
         if not wait:
             return None
@@ -311,16 +319,19 @@ class _Run:
             target=watcher.listen, args=(self._done,), name="blueprint-results", daemon=True
         )
         feeder = threading.Thread(target=self._feed, name="blueprint-producer", daemon=True)
+        broker = broker_redis(self._blueprint.settings)
         listener.start()
         feeder.start()
         try:
-            self._loop(client, watcher)
+            self._loop(client, watcher, Placer(self._blueprint, broker))
         finally:
             self._done.set()
             self._stopping.set()  # the feeder may be waiting for a slot: let it go
             listener.join(timeout=5)
             watcher.close()
             client.close()
+            if broker is not None:
+                broker.close()
             if self._own_loop is not None:
                 self._own_loop.close()
         if self._producer_error is not None:
@@ -334,7 +345,7 @@ class _Run:
             messages=self._messages,
         )
 
-    def _loop(self, client: CeleryClient, watcher: ResultWatcher) -> None:
+    def _loop(self, client: CeleryClient, watcher: ResultWatcher, placer: Placer) -> None:
         producer_done = False
         while not (producer_done and not self._in_flight and not self._waiting):
             for event in self._ready_events():
@@ -345,7 +356,7 @@ class _Run:
                         self._complete(call_id, state, value)
                 else:
                     producer_done = True
-            self._publish_waiting(client, watcher)
+            self._publish_waiting(client, watcher, placer)
 
     def _ready_events(self) -> Iterator[tuple[Any, ...]]:
         # Waits for one event, then takes every event already queued behind it, so that the
@@ -359,7 +370,9 @@ class _Run:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish_waiting(self, client: CeleryClient, watcher: ResultWatcher) -> None:
+    def _publish_waiting(
+        self, client: CeleryClient, watcher: ResultWatcher, placer: Placer
+    ) -> None:
         # As many waiting calls as there are free in-flight slots, at once; again if a
         # failed publish freed slots (nothing else may come to wake the loop).
         limit = self._runner._max_in_flight
@@ -370,26 +383,40 @@ class _Run:
                 if self._accept(watcher, call):
                     accepted.append(call)
             if accepted:
-                self._publish(client, watcher, accepted)
+                self._publish(client, watcher, placer, accepted)
 
     def _publish(
-        self, client: CeleryClient, watcher: ResultWatcher, accepted: list[JobCall]
+        self, client: CeleryClient, watcher: ResultWatcher, placer: Placer, accepted: list[JobCall]
     ) -> None:
+        # Each call is placed on its own; a batch holds calls placed on one queue.
         settings = self._blueprint.settings
-        for group in batches(accepted, settings.batch_max_calls, settings.batch_max_bytes):
-            try:
-                client.publish_batch(group)
-                self._messages += 1
-            except Exception as error:  # broker unreachable after every publish retry
-                logger.error(
-                    "cannot publish %d call(s) of job %s: %r", len(group), group[0].job_id, error
+        by_queue: dict[str | None, list[JobCall]] = {}
+        for call in accepted:
+            by_queue.setdefault(_queue_of(placer, call), []).append(call)
+        for queue_name, calls in by_queue.items():
+            for group in batches(calls, settings.batch_max_calls, settings.batch_max_bytes):
+                self._publish_group(client, watcher, group, queue_name)
+
+    def _publish_group(
+        self,
+        client: CeleryClient,
+        watcher: ResultWatcher,
+        group: list[JobCall],
+        queue_name: str | None,
+    ) -> None:
+        try:
+            client.publish_batch(group, queue_name)
+            self._messages += 1
+        except Exception as error:  # broker unreachable after every publish retry
+            logger.error(
+                "cannot publish %d call(s) of job %s: %r", len(group), group[0].job_id, error
+            )
+            for call in group:
+                watcher.forget(call.call_id)
+                del self._in_flight[call.call_id]
+                self._deliver(
+                    _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
                 )
-                for call in group:
-                    watcher.forget(call.call_id)
-                    del self._in_flight[call.call_id]
-                    self._deliver(
-                        _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
-                    )
 
     def _accept(self, watcher: ResultWatcher, call: JobCall) -> bool:
         """Whether ``call`` is to be published; it is watched from now on if so."""
@@ -500,6 +527,18 @@ class _Run:
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _queue_of(placer: Placer, call: JobCall) -> str | None:
+    """The queue ``placer`` picks for ``call``; the job's own if its Redis cannot be read.
+
+    A backlog or breaker that cannot be read must not lose the call: its home side serves it.
+    """
+    try:
+        return placer.route(call.job_id).queue
+    except Exception as error:
+        logger.warning("cannot place call %s (%r); it goes to its job's queue", call.call_id, error)
+        return None
 
 
 def _failure(call: JobCall, kind: ErrorKind, message: str) -> JobResult:

@@ -70,6 +70,19 @@ DEFAULT_HEALTH_INTERVAL_S = 60.0
 DEFAULT_CONTROL_TIME_LIMIT_S = 30.0
 #: The beat lock expires this long after its holder's last heartbeat (renewed every third).
 DEFAULT_BEAT_LOCK_TTL_S = 30.0
+DEFAULT_OVERFLOW_BACKLOG_HIGH = 8
+DEFAULT_OVERFLOW_BACKLOG_LOW = 2
+DEFAULT_OVERFLOW_SAMPLE_S = 0.05
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_FAILURE_RATE = 0.5
+DEFAULT_BREAKER_WINDOW_S = 30.0
+DEFAULT_BREAKER_MIN_CALLS = 20
+DEFAULT_BREAKER_COOLDOWN_S = 30.0
+DEFAULT_BREAKER_PROBES = 1
+DEFAULT_BUDGET_WAIT_S = 10.0
+DEFAULT_BUDGET_REQUEUE_S = 1.0
+DEFAULT_BUDGET_LEASE_MARGIN_S = 10.0
+DEFAULT_BUDGET_RECOVER_S = 60.0
 
 # Variables under our prefix that belong to another component: the reference server's own
 # ``BLUEPRINT_FAAS_SERVER_*`` options are not settings of the runner or the workers.
@@ -178,6 +191,39 @@ class Settings(BaseModel):
     control_time_limit_s: float = Field(DEFAULT_CONTROL_TIME_LIMIT_S, gt=0)
     #: Seconds the beat lock outlives its holder's last heartbeat: the takeover delay.
     beat_lock_ttl_s: float = Field(DEFAULT_BEAT_LOCK_TTL_S, ge=1)
+
+    #: A ``local_with_faas_overflow`` job's new calls go to FaaS once this many wait locally.
+    overflow_backlog_high: int = Field(DEFAULT_OVERFLOW_BACKLOG_HIGH, ge=1)
+    #: ... and come back to local once no more than this many wait (hysteresis).
+    overflow_backlog_low: int = Field(DEFAULT_OVERFLOW_BACKLOG_LOW, ge=0)
+    #: A publisher reads a job's backlog (and a provider's breaker) at most this often.
+    overflow_sample_s: float = Field(DEFAULT_OVERFLOW_SAMPLE_S, ge=0)
+
+    #: A provider's breaker opens after this many consecutive transient failures...
+    breaker_failures: int = Field(DEFAULT_BREAKER_FAILURES, ge=1)
+    #: ... or once this share of a window's calls failed (with ``breaker_min_calls`` calls).
+    breaker_failure_rate: float = Field(DEFAULT_BREAKER_FAILURE_RATE, gt=0, le=1)
+    breaker_window_s: float = Field(DEFAULT_BREAKER_WINDOW_S, gt=0)
+    breaker_min_calls: int = Field(DEFAULT_BREAKER_MIN_CALLS, ge=1)
+    #: An open breaker stays open this long, then lets probes through (half-open).
+    breaker_cooldown_s: float = Field(DEFAULT_BREAKER_COOLDOWN_S, gt=0)
+    #: Probes a half-open breaker lets through at once; this many successes close it.
+    breaker_probes: int = Field(DEFAULT_BREAKER_PROBES, ge=1)
+
+    #: A call that finds its provider's concurrency budget spent waits this long for a
+    #: lease, then goes back to its queue for ``budget_requeue_s``.
+    budget_wait_s: float = Field(DEFAULT_BUDGET_WAIT_S, ge=0)
+    budget_requeue_s: float = Field(DEFAULT_BUDGET_REQUEUE_S, ge=0)
+    #: A lease outlives its function's timeout by this much, then expires by itself.
+    budget_lease_margin_s: float = Field(DEFAULT_BUDGET_LEASE_MARGIN_S, gt=0)
+    #: A budget shrunk by throttles is back at its declared size this long after the last.
+    budget_recover_s: float = Field(DEFAULT_BUDGET_RECOVER_S, gt=0)
+
+    @model_validator(mode="after")
+    def _overflow_has_hysteresis(self) -> Self:
+        if self.overflow_backlog_low >= self.overflow_backlog_high:
+            raise ValueError("overflow_backlog_low must be below overflow_backlog_high")
+        return self
 
     @model_validator(mode="after")
     def _redelivery_waits_for_the_slowest_task(self) -> Self:

@@ -2,7 +2,11 @@
 
 One call, :func:`app_status`, gathers for each job id of the app:
 
-- local or FaaS, and the provider;
+- local or FaaS, and the provider; its placement policy, and for a job placed on both sides
+  its second queue (the FaaS overflow or the local fallback lane);
+- for a FaaS job, its provider scope's circuit breaker (closed, open with the cool-down
+  left, half-open) and concurrency budget (limit now, declared, leases out), read from the
+  broker's Redis (:mod:`dispatcher.breaker`, :mod:`dispatcher.budget`);
 - for a FaaS job, the deployment state as the provider reports it now (``get_deployment``:
   deployed, not deployed, or an error asking);
 - the last health check the workers' health task stored in the hash at
@@ -20,12 +24,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from dispatcher._redis import operations_redis
+from dispatcher._redis import broker_redis, operations_redis
+from dispatcher.breaker import BreakerView, read_breaker
+from dispatcher.budget import BudgetView, read_budget
 from dispatcher.keys import job_queue
+from dispatcher.placement import job_queues
 from dispatcher.records import HealthRecord, read_health
 from providers.errors import FaasError, NotDeployed
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
 
     from dispatcher.app import Blueprint
@@ -70,13 +78,33 @@ class JobStatus:
     #: ``kind: message`` of the error when ``deployment`` is ERROR.
     deployment_error: str | None = None
     health: HealthRecord | None = None
+    placement: str = LOCAL_RUNS_ON
+    #: The second queue of a job placed on both sides, and the calls waiting in it.
+    lane_queue: str | None = None
+    lane_queue_length: int = 0
+    breaker: BreakerView | None = None
+    budget: BudgetView | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values."""
+        breaker, budget = self.breaker, self.budget
         return {
             "job_id": self.job_id,
             "runs_on": self.runs_on,
             "provider": self.provider,
+            "placement": self.placement,
+            "lane_queue": self.lane_queue,
+            "lane_queue_length": self.lane_queue_length,
+            "breaker": None
+            if breaker is None
+            else {
+                "state": str(breaker.state),
+                "cooldown_left_s": breaker.cooldown_left_s,
+                "consecutive_failures": breaker.consecutive_failures,
+            },
+            "budget": None
+            if budget is None
+            else {"limit": budget.limit, "declared": budget.declared, "in_use": budget.in_use},
             "deployment": None if self.deployment is None else str(self.deployment),
             "deployment_error": self.deployment_error,
             "health": None
@@ -118,6 +146,12 @@ def app_status(
     settings = blueprint.settings
     job_ids = blueprint.job_ids()
     queues = [job_queue(job_id) for job_id in job_ids]
+    lanes = {
+        job_id: queue
+        for job_id in job_ids
+        for queue in job_queues(job_id, blueprint.placement(job_id)).values()
+        if queue != job_queue(job_id)
+    }
     app = _control_app(settings)
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -126,32 +160,41 @@ def app_status(
                 job_id: pool.submit(_deployment_state, blueprint.registry.get(job_id), job_id)
                 for job_id in blueprint.registry.job_ids()
             }
-            lengths = queue_lengths(app, queues)
+            lengths = queue_lengths(app, [*queues, *lanes.values()])
             workers = workers_future.result()
         client = operations_redis(settings)
+        broker = broker_redis(settings)
         jobs = []
         for job_id, queue in zip(job_ids, queues, strict=True):
+            lane = lanes.get(job_id)
+            serving = {*workers.get(queue, ()), *workers.get(lane or "", ())}
             status = JobStatus(
                 job_id=job_id,
                 runs_on=LOCAL_RUNS_ON,
                 provider=None,
                 queue=queue,
                 queue_length=lengths[queue],
-                workers=tuple(workers.get(queue, ())),
+                workers=tuple(sorted(serving)),
+                placement=str(blueprint.placement(job_id)),
+                lane_queue=lane,
+                lane_queue_length=0 if lane is None else lengths[lane],
             )
             if job_id in deployments:
+                executor = blueprint.registry.get(job_id)
                 state, error = deployments[job_id].result()
                 status = replace(
                     status,
                     runs_on=FAAS_RUNS_ON,
-                    provider=blueprint.registry.get(job_id).provider_name,
+                    provider=executor.provider_name,
                     deployment=state,
                     deployment_error=error,
                     health=None if client is None else read_health(client, job_id),
+                    **({} if broker is None else _guards(broker, executor)),
                 )
             jobs.append(status)
-        if client is not None:
-            client.close()
+        for opened in (client, broker):
+            if opened is not None:
+                opened.close()
     finally:
         app.close()
     return AppStatus(tuple(jobs))
@@ -200,6 +243,15 @@ def workers_by_queue(
         for queue in queues:
             serving.setdefault(str(queue.get("name")), []).append(worker)
     return {queue: sorted(workers) for queue, workers in serving.items()}
+
+
+def _guards(broker: redis.Redis, executor: FaasExecutor) -> dict[str, Any]:
+    # The breaker and budget of the executor's scope, as every worker sees them.
+    declared = executor.limits.max_account_concurrency
+    return {
+        "breaker": read_breaker(broker, executor.scope),
+        "budget": None if declared is None else read_budget(broker, executor.scope, declared),
+    }
 
 
 def _deployment_state(executor: FaasExecutor, job_id: int) -> tuple[DeploymentState, str | None]:

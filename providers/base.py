@@ -196,6 +196,16 @@ class FaasExecutor(ABC):
         """
         return None
 
+    @property
+    def scope(self) -> str:
+        """What one circuit breaker and one concurrency budget cover, shared by every host.
+
+        The provider and region by default; an executor with an endpoint of its own (a
+        custom platform's URL, a namespace) names it, so two accounts never share a breaker.
+        Never holds a secret: it is a Redis key and a metrics label.
+        """
+        return f"{self.provider_name}:{self.region or 'default'}"
+
     # -- configuration ------------------------------------------------------------------
 
     def configure_job(self, job_id: int, config: FaasConfig) -> Self:

@@ -1,9 +1,9 @@
 """The executor for any platform speaking the Custom FaaS HTTP contract v1.
 
-It is a client of ``spec/custom-faas-platform-v1.md``: all six endpoints, any auth header,
-client certificates, and explicit timeouts (the original client had none, called a non-contract
-invoke path and ignored ``success: false``). Packages come from
-:func:`providers.packaging.build_custom_package`.
+It is a client of the contract that ``docs/custom-faas-contract.md`` describes: all six
+endpoints, any auth header, client certificates, and explicit timeouts (the original client
+had none, called a non-contract invoke path and ignored ``success: false``). Packages come
+from :func:`providers.packaging.build_custom_package`.
 
 The provider ``custom`` (:data:`PROVIDER`): built from :class:`CustomOptions` by a settings
 file, or constructed in code.
@@ -18,9 +18,10 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, ClassVar, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import to_json
 
 from providers._durations import to_seconds
@@ -33,6 +34,7 @@ from providers._pool import (
     PooledClient,
 )
 from providers._replies import (
+    ByteArray,
     OptionalText,
     Rfc3339Datetime,
     json_object_or_none,
@@ -252,6 +254,15 @@ class HttpFaasExecutor(FaasExecutor):
             f"header_names={sorted(settings.headers)!r}, client_cert={settings.client_cert!r})"
         )
 
+    @property
+    def scope(self) -> str:
+        """The platform's origin and path (any user or password in the URL left out)."""
+        parts = urlsplit(self._base_url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return f"{self.provider_name}:{parts.scheme}://{host}{parts.path}"
+
     # -- configuration ------------------------------------------------------------------
 
     def with_job_endpoint(self, job_id: int, url: str) -> Self:
@@ -432,21 +443,7 @@ class HttpFaasExecutor(FaasExecutor):
         )
 
 
-def _contract_bytes(value: object) -> bytes:
-    # Contract: an array of 0..255; the original SDK also takes a string (its UTF-8 bytes).
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, list):
-        try:
-            return bytes(value)
-        except (TypeError, ValueError):
-            raise ValueError("is not an array of 0..255") from None
-    raise ValueError("must be a byte array or a string")
-
-
 _Reply = TypeVar("_Reply", bound=BaseModel)
-# bytes() on the decoded list, not list[int] validation: 4x faster on a megabyte (5 vs 20 ms).
-_ContractBytes = Annotated[bytes, PlainValidator(_contract_bytes)]
 
 
 class _InvokeReplyBody(BaseModel):
@@ -454,7 +451,7 @@ class _InvokeReplyBody(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True)
 
-    result: _ContractBytes
+    result: ByteArray
     execution_ms: float | None = None
     cold_start: bool | None = None
     memory_used_mb: float | None = None

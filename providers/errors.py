@@ -79,6 +79,8 @@ class ErrorKind(StrEnum):
     WORKER_FAILURE = "worker_failure"
     #: The runner could not publish the call: the broker stayed unreachable through every retry.
     PUBLISH_FAILED = "publish_failed"
+    #: The provider's circuit breaker is open: the call was not sent (retry after the cool-down).
+    CIRCUIT_OPEN = "circuit_open"
 
 
 class FaasError(Exception):

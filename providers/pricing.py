@@ -77,6 +77,9 @@ class PriceList:
     bills_observed_memory:
         True when the provider bills the memory the function used rather than the memory
         configured (Azure consumption plan).
+    memory_sizes_mb:
+        When not empty, the instance sizes billed: memory is billed as the smallest size at
+        least as large (Azure Flex Consumption bills the instance's memory).
     vcpu_by_memory_mb:
         ``(memory_mb, vcpu)`` steps in ascending order: a function gets the vCPU of the first
         step whose memory is at least its own (GCP derives vCPU from the memory tier).
@@ -91,6 +94,7 @@ class PriceList:
     memory_step_mb: int = 1
     max_billed_memory_mb: int | None = None
     bills_observed_memory: bool = False
+    memory_sizes_mb: tuple[int, ...] = ()
     vcpu_by_memory_mb: tuple[tuple[int, float], ...] = ()
 
     def billed_duration_ms(self, duration_ms: float) -> int:
@@ -105,6 +109,12 @@ class PriceList:
         if memory_mb <= 0 or not math.isfinite(memory_mb):
             raise ValueError(f"memory_mb must be a finite number > 0, got {memory_mb}")
         rounded = math.ceil(memory_mb / self.memory_step_mb) * self.memory_step_mb
+        if self.memory_sizes_mb:
+            fitting = [size for size in self.memory_sizes_mb if size >= rounded]
+            if not fitting:
+                largest = self.memory_sizes_mb[-1]
+                raise ValueError(f"memory_mb={memory_mb} is above the largest size ({largest} MB)")
+            rounded = fitting[0]
         if self.max_billed_memory_mb is not None:
             rounded = min(rounded, self.max_billed_memory_mb)
         return rounded
@@ -261,16 +271,20 @@ _GCP_TIER_2_REGIONS = """
     us-west2 us-west3 us-west4
 """.split()  # noqa: SIM905
 
-# Azure Functions consumption plan, https://azure.microsoft.com/pricing/details/functions/:
-# observed memory rounded up to 128 MB and capped at 1,536 MB, duration rounded up to 1 ms with
-# a 100 ms minimum. Figures are the East US list; other regions: unverified, assumed equal.
-_AZURE_CONSUMPTION = PriceList(
-    per_gb_second_usd=0.000016,
-    per_million_requests_usd=0.20,
-    minimum_ms=100,
-    memory_step_mb=128,
-    max_billed_memory_mb=1536,
-    bills_observed_memory=True,
+# Azure Functions Flex Consumption, on-demand mode (the plan this provider deploys to): the
+# instance's memory (512, 2,048 or 4,096 MB) for as long as it executes, each execution
+# billed at least 1,000 ms and then rounded up to 100 ms
+# (https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan, "Billing"), plus
+# a fee per execution. GB-s price: quoted (East US, modal.com's Azure pricing guide of
+# 2025-05, reading https://azure.microsoft.com/pricing/details/functions/); execution fee and
+# other regions: unverified, assumed equal. Free grants and always-ready baseline charges are
+# not modelled.
+_AZURE_FLEX = PriceList(
+    per_gb_second_usd=0.000026,
+    per_million_requests_usd=0.40,
+    granularity_ms=100,
+    minimum_ms=1000,
+    memory_sizes_mb=(512, 2048, 4096),
 )
 
 # DigitalOcean Functions, https://www.digitalocean.com/pricing/functions: one price in every
@@ -299,8 +313,9 @@ DEFAULT_PRICE_BOOK: PriceBook = MappingProxyType(
         "azure": ProviderPricing(
             default_region="eastus",
             regions=MappingProxyType({}),
-            other_regions=_AZURE_CONSUMPTION,
-            source="https://azure.microsoft.com/pricing/details/functions/ read 2026-11-27",
+            other_regions=_AZURE_FLEX,
+            source="https://azure.microsoft.com/pricing/details/functions/ (Flex Consumption, "
+            "on demand), quoted 2026-12-03",
         ),
         "digitalocean": ProviderPricing(
             default_region="nyc1",
@@ -346,8 +361,8 @@ def estimate_cost(
         The billed duration when the provider reported one, otherwise the best measured
         duration; the provider's rounding and minimum are applied either way.
     memory_mb:
-        The memory the provider bills on: the configured memory, except on Azure, which
-        bills the memory the function used.
+        The memory the provider bills on: the configured memory, except where the price list
+        bills the memory the function used (``bills_observed_memory``).
     region:
         None prices the provider's default region.
 

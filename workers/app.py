@@ -25,7 +25,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from dispatcher.errors import ConfigError
-from dispatcher.keys import HEALTH_TASK, WARM_QUEUE, WARM_TASK, job_queue
+from dispatcher.keys import HEALTH_TASK, WARM_QUEUE, WARM_TASK
+from dispatcher.placement import Lane, job_queues
 from workers import exporter, observe, redaction
 from workers._prefork import POOL_PATH
 from workers._results import BACKEND_PATH
@@ -36,7 +37,7 @@ from workers.tasks import register_tasks
 if TYPE_CHECKING:
     from dispatcher.app import Blueprint
 
-__all__ = ["create_beat_app", "create_celery_app", "served_job_ids"]
+__all__ = ["create_beat_app", "create_celery_app", "served_job_ids", "served_queues"]
 
 
 def served_job_ids(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> list[int]:
@@ -56,20 +57,55 @@ def served_job_ids(blueprint: Blueprint, jobs: Iterable[int] | None = None) -> l
     return job_ids
 
 
-def create_celery_app(
-    blueprint: Blueprint, jobs: Iterable[int] | None = None, *, concurrency: int | None = None
-) -> Celery:
-    """The Celery app of a worker serving ``jobs`` (default: all) of ``blueprint``.
+def served_queues(
+    blueprint: Blueprint, job_ids: Iterable[int], lanes: Iterable[Lane] | None = None
+) -> list[str]:
+    """The job queues a worker serving ``job_ids`` on ``lanes`` (default: both) consumes.
 
-    ``concurrency`` (default: one per CPU, as Celery's) sizes the broker connection pool.
+    A job placed on both sides has a queue per side (:func:`dispatcher.placement.job_queues`):
+    a host of local workers may serve the local side and a pool of threads the FaaS side.
 
     Raises
     ------
     ConfigError
-        Unknown jobs, or a visibility timeout too short for the served jobs' time limits.
+        No queue of these jobs is on these lanes.
+    """
+    wanted = set(Lane) if lanes is None else set(lanes)
+    queues = [
+        queue
+        for job_id in job_ids
+        for lane, queue in job_queues(job_id, blueprint.placement(job_id)).items()
+        if lane in wanted
+    ]
+    if not queues:
+        raise ConfigError(
+            f"jobs {sorted(job_ids)} have no queue on the {'/'.join(sorted(wanted))} side"
+        )
+    return queues
+
+
+def create_celery_app(
+    blueprint: Blueprint,
+    jobs: Iterable[int] | None = None,
+    *,
+    concurrency: int | None = None,
+    lanes: Iterable[Lane] | None = None,
+) -> Celery:
+    """The Celery app of a worker serving ``jobs`` (default: all) of ``blueprint``.
+
+    ``concurrency`` (default: one per CPU, as Celery's) sizes the broker connection pool;
+    ``lanes`` (default: both) picks the sides of the jobs it serves (:func:`served_queues`).
+
+    Raises
+    ------
+    ConfigError
+        Unknown jobs, a placement without what it runs on, no queue on ``lanes``, or a
+        visibility timeout too short for the served jobs' time limits.
     """
     settings = blueprint.settings
+    blueprint.check_placements()
     job_ids = served_job_ids(blueprint, jobs)
+    queues = served_queues(blueprint, job_ids, lanes)
     function_timeouts_s = [
         blueprint.registry.get(job_id).job_config(job_id).timeout_secs
         for job_id in job_ids
@@ -92,7 +128,7 @@ def create_celery_app(
         # one per thread, and gevent makes that one per greenlet, that is one per call: a
         # new backend, connection pool and Redis connection for every task.
         result_backend_thread_safe=True,
-        task_queues=[*(_job_queue(job_id) for job_id in job_ids), _job_queue_named(WARM_QUEUE)],
+        task_queues=[*(_job_queue_named(queue) for queue in queues), _job_queue_named(WARM_QUEUE)],
         task_routes=_CONTROL_ROUTES,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -170,10 +206,6 @@ def _worker_result_backend(url: str) -> str:
 
 #: Result backend URL schemes that workers._results.ResultBackend serves.
 _SCRIPTABLE_SCHEMES = frozenset({"redis", "rediss"})
-
-
-def _job_queue(job_id: int) -> Queue:
-    return _job_queue_named(job_queue(job_id))
 
 
 def _job_queue_named(name: str) -> Queue:

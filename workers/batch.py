@@ -35,21 +35,33 @@ from celery.signals import worker_init, worker_process_init
 
 from dispatcher.errors import DecodeError
 from dispatcher.jobs import LOCAL, JobCall, JobError, JobResult
-from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, job_queue
+from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, REQUEUES_HEADER, job_queue
+from dispatcher.placement import Lane, route_of_queue
 from providers.errors import ErrorKind
+from workers.guards import NoCapacity
 from workers.idempotency import answered_and_announced
 from workers.signals import call_retried, calls_succeeded
-from workers.tasks import _gave_up, _queue_job_id, _retry_countdown_s, _Retryable, _run
+from workers.tasks import (
+    _delivery_queue,
+    _gave_up,
+    _queue_job_id,
+    _retry_countdown_s,
+    _Retryable,
+    _run,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from dispatcher.app import Blueprint
+    from workers.guards import ProviderGuards
 
 __all__ = ["BatchTask", "register_batch_task"]
 
 logger = logging.getLogger("blueprint_faas.workers")
 
+#: What running a call of a batch came to: its result, a retryable failure, or no lease.
+_Outcome = JobResult | _Retryable | NoCapacity
 #: The longest wait for a call of a batch to finish before looking at time limits again.
 _WAIT_TICK_S = 1.0
 #: How long a finished call's result waits for others of its batch to share its store.
@@ -68,6 +80,13 @@ class BatchTask(Task):  # type: ignore[misc]
     ignore_result = True
     # Retries are per call (each goes back as its own message), never of the whole batch.
     max_retries = 0
+
+    @property
+    def guards(self) -> ProviderGuards:
+        """The execute task's provider breakers and budgets: one set per process."""
+        execute: Any = self.app.tasks[EXECUTE_TASK]
+        guards: ProviderGuards = execute.guards
+        return guards
 
 
 def register_batch_task(app: Celery, blueprint: Blueprint, *, call_time_limit_s: float) -> None:
@@ -146,9 +165,11 @@ class _Batch:
     def __init__(self, task: BatchTask) -> None:
         self._task = task
         # queue.Queue, not SimpleQueue: its locks are the ones gevent patches.
-        self._finished: queue.Queue[tuple[JobCall, JobResult | _Retryable]] = queue.Queue()
+        self._finished: queue.Queue[tuple[JobCall, _Outcome]] = queue.Queue()
         # Call id -> when it started running (written by the call's thread).
         self._started: dict[str, float] = {}
+        # Read here: the request is the batch thread's own, the calls run on others.
+        self._queue = _delivery_queue(task)
         self.stored = self.retried = self.timed_out = 0
 
     def run(self, calls: list[JobCall]) -> None:
@@ -165,6 +186,8 @@ class _Batch:
                     retried = self._retry(call, outcome)
                     if retried is not None:
                         results.append(retried)
+                elif isinstance(outcome, NoCapacity):
+                    self._requeue(call, outcome)
                 else:
                     results.append(outcome)
             if results:
@@ -187,13 +210,14 @@ class _Batch:
 
     def _run_one(self, call: JobCall) -> None:
         blueprint = self._task.blueprint
-        slot = contextlib.nullcontext() if call.job_id in blueprint.registry else _local_slot()
-        outcome: JobResult | _Retryable
+        route = route_of_queue(call.job_id, blueprint.placement(call.job_id), self._queue)
+        slot = _local_slot() if route.lane is Lane.LOCAL else contextlib.nullcontext()
+        outcome: _Outcome
         with slot:
             self._started[call.call_id] = time.monotonic()
             try:
-                outcome = _run(blueprint, call, attempt=1)
-            except _Retryable as failure:
+                outcome = _run(self._task, call, 1, self._queue)
+            except (_Retryable, NoCapacity) as failure:
                 outcome = failure
             except BaseException as error:  # _run keeps the job's own errors; this is ours
                 logger.exception("call %s of a batch failed in the worker", call.call_id)
@@ -208,23 +232,34 @@ class _Batch:
         if settings.retry_max < 1:
             return _gave_up(call, failure, attempt=1)
         countdown_s = _retry_countdown_s(settings, call, failure, attempt=1)
-        task.app.send_task(
-            EXECUTE_TASK,
-            args=(call.to_wire(),),
-            task_id=call.call_id,
-            queue=job_queue(call.job_id),
-            countdown=countdown_s,
-            retries=1,
-        )
+        self._send_alone(call, countdown_s, requeues=0)
         self.retried += 1
         call_retried.send(sender=task, job_id=call.job_id, reason=failure.error)
         return None
 
+    def _requeue(self, call: JobCall, waited: NoCapacity) -> None:
+        """Send ``call`` back alone: no concurrency lease was free (not an attempt)."""
+        logger.info("call %s: %s; back to its queue", call.call_id, waited)
+        self._send_alone(call, self._task.blueprint.settings.budget_requeue_s, requeues=1)
+        self.retried += 1
+        call_retried.send(sender=self._task, job_id=call.job_id, reason=waited)
+
+    def _send_alone(self, call: JobCall, countdown_s: float, requeues: int) -> None:
+        # As the execute task's own retry would: retries counts attempts and requeues, the
+        # header the requeues, so the execute task takes the call from there.
+        self._task.app.send_task(
+            EXECUTE_TASK,
+            args=(call.to_wire(),),
+            task_id=call.call_id,
+            queue=self._queue or job_queue(call.job_id),
+            countdown=countdown_s,
+            retries=1,
+            headers={REQUEUES_HEADER: requeues},
+        )
+
     # -- waiting ------------------------------------------------------------------------
 
-    def _next_finished(
-        self, pending: dict[str, JobCall]
-    ) -> list[tuple[JobCall, JobResult | _Retryable]]:
+    def _next_finished(self, pending: dict[str, JobCall]) -> list[tuple[JobCall, _Outcome]]:
         """The outcomes of the pending calls that are ready, waiting for at least one.
 
         A call past its time limit is one of them, with a timeout result.
@@ -253,10 +288,10 @@ class _Batch:
             return _WAIT_TICK_S
         return min(_WAIT_TICK_S, max(0.0, min(starts) + limit_s - time.monotonic()))
 
-    def _expired(self, pending: dict[str, JobCall]) -> list[tuple[JobCall, JobResult | _Retryable]]:
+    def _expired(self, pending: dict[str, JobCall]) -> list[tuple[JobCall, _Outcome]]:
         limit_s = self._task.call_time_limit_s
         now = time.monotonic()
-        expired: list[tuple[JobCall, JobResult | _Retryable]] = []
+        expired: list[tuple[JobCall, _Outcome]] = []
         for call_id, call in pending.items():
             started = self._started.get(call_id)
             if started is not None and now - started >= limit_s:
@@ -272,9 +307,9 @@ class _Batch:
 
 
 def _and_queued(
-    first: tuple[JobCall, JobResult | _Retryable],
-    finished: queue.Queue[tuple[JobCall, JobResult | _Retryable]],
-) -> Iterator[tuple[JobCall, JobResult | _Retryable]]:
+    first: tuple[JobCall, _Outcome],
+    finished: queue.Queue[tuple[JobCall, _Outcome]],
+) -> Iterator[tuple[JobCall, _Outcome]]:
     yield first
     while True:
         try:

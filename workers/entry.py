@@ -11,13 +11,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 from dispatcher.errors import ConfigError
-from dispatcher.keys import WARM_QUEUE, job_queue
-from workers.app import create_beat_app, create_celery_app, served_job_ids
+from dispatcher.keys import WARM_QUEUE
+from workers.app import create_beat_app, create_celery_app, served_job_ids, served_queues
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from dispatcher.app import Blueprint
+    from dispatcher.placement import Lane
 
 __all__ = ["FLOWER_PORT_DEFAULT", "Pool", "run_beat", "run_flower", "run_worker"]
 
@@ -34,8 +35,12 @@ def run_worker(
     concurrency: int | None = None,
     loglevel: str = "INFO",
     hostname: str | None = None,
+    lanes: Iterable[Lane] | None = None,
 ) -> None:
     """Serve the queues of ``jobs`` (default: every job of the blueprint) until stopped.
+
+    ``lanes`` (default: both) restricts a worker to the local or the FaaS side of its jobs:
+    the local side of an overflowing job wants CPU slots, its FaaS side threads.
 
     The worker also serves the control queue (warm and health tasks), sends task events
     when the ``send_events`` setting is on, and exports metrics on ``metrics_port``.
@@ -49,8 +54,9 @@ def run_worker(
         Unknown jobs or settings that cannot work (see :func:`create_celery_app`).
     """
     job_ids = served_job_ids(blueprint, jobs)
-    app = create_celery_app(blueprint, job_ids, concurrency=concurrency)
-    queues = [*(job_queue(job_id) for job_id in job_ids), WARM_QUEUE]
+    lanes = None if lanes is None else list(lanes)
+    app = create_celery_app(blueprint, job_ids, concurrency=concurrency, lanes=lanes)
+    queues = [*served_queues(blueprint, job_ids, lanes), WARM_QUEUE]
     argv = [
         "worker",
         f"--queues={','.join(queues)}",

@@ -2,7 +2,9 @@
 
 Flower sees tasks; these count what happened at the provider, labelled by job id and provider:
 invocations, results by outcome and error kind, throttles, retries, cold starts, invoke
-latency, billed duration and estimated cost (from :mod:`providers.pricing`).
+latency, billed duration and estimated cost (from :mod:`providers.pricing`); and where calls
+ran and why (placements, :mod:`dispatcher.placement`), budget waits that ran out, and each
+provider scope's circuit breaker state.
 
 Process model. A prefork worker records in several child processes, so the metrics use
 prometheus_client's multiprocess mode: each process writes its own files in one shared
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, ParamSpec
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     multiprocess,
     start_http_server,
@@ -60,9 +63,12 @@ __all__ = [
     "Outcome",
     "mark_process_dead",
     "prepare_multiproc_dir",
+    "record_budget_requeue",
     "record_invocation",
+    "record_placement",
     "record_retry",
     "record_throttle",
+    "set_breaker_state",
     "start_metrics_server",
 ]
 
@@ -164,6 +170,26 @@ class _Metrics:
             "Estimated cost at list price (providers.pricing).",
             _LABELS,
             registry=registry,
+        )
+        self.placements = Counter(
+            name("placements"),
+            "Calls answered, by where they ran and why (policy, overflow, fallback).",
+            ("job_id", "ran_on", "reason"),
+            registry=registry,
+        )
+        self.budget_requeues = Counter(
+            name("budget_requeues"),
+            "Calls sent back to their queue: no concurrency lease came free in time.",
+            ("scope",),
+            registry=registry,
+        )
+        # The latest state any process of the worker saw: every process reads the same breaker.
+        self.breaker = Gauge(
+            name("breaker_state"),
+            "Circuit breaker of a provider scope: 0 closed, 1 half-open, 2 open.",
+            ("scope",),
+            registry=registry,
+            multiprocess_mode="mostrecent",
         )
 
 
@@ -318,6 +344,24 @@ def record_retry(job_id: int, provider: str, error_kind: ErrorKind | str) -> Non
     """Count a retry scheduled after an error of ``error_kind``. Never raises."""
     labels = (str(check_job_id(job_id)), provider)
     _get_metrics().retries.labels(*labels, str(error_kind)).inc()
+
+
+@_observer
+def record_placement(job_id: int, ran_on: str, reason: str) -> None:
+    """Count one answered call: where it ran (local or a provider) and why. Never raises."""
+    _get_metrics().placements.labels(str(check_job_id(job_id)), ran_on, reason).inc()
+
+
+@_observer
+def record_budget_requeue(scope: str) -> None:
+    """Count a call put back on its queue for want of a concurrency lease. Never raises."""
+    _get_metrics().budget_requeues.labels(scope).inc()
+
+
+@_observer
+def set_breaker_state(scope: str, value: int) -> None:
+    """Export the state of ``scope``'s breaker as last seen (0, 1, 2). Never raises."""
+    _get_metrics().breaker.labels(scope).set(value)
 
 
 @_observer

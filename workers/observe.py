@@ -2,10 +2,12 @@
 
 It hooks into Celery signals of the execute task, so the task itself records nothing:
 
-- ``task_success``: the call's JobResult, when it ran on a provider (``ran_on`` is not local),
-  is one attempt: ok or its error kind, its metrics, the job's configured memory;
-- ``task_retry``: a retryable provider error is one failed attempt, and one retry;
-- ``task_failure`` of a warm or health task: a throttled control call counts as a throttle;
+- ``task_success``: the call's JobResult is one placement (where it ran and why); when it
+  ran on a provider (``ran_on`` is not local, and the breaker did not stop it) it is also
+  one attempt: ok or its error kind, its metrics, the job's configured memory;
+- ``task_retry``: a retryable provider error is one failed attempt, and one retry; a call
+  sent back for want of a concurrency lease is one budget requeue;
+- ``task_failure`` of a warm or health task: a throttled control call counts as a throttle.
 - ``calls_succeeded`` and ``call_retried`` (:mod:`workers.signals`): the same two events for
   the calls of a batch message, which Celery's signals see as one task; the ledger entries
   of the results stored together are appended in one round trip.
@@ -37,6 +39,7 @@ from providers.pricing import (
     with_custom_prices,
 )
 from workers import metrics
+from workers.guards import NoCapacity
 from workers.signals import call_retried, calls_succeeded
 
 if TYPE_CHECKING:
@@ -141,11 +144,18 @@ def _on_calls_succeeded(sender: Task | None = None, results: Any = (), **_: Any)
 
 
 def _attempt_of(task: Task, result: object) -> Attempt | None:
-    # The provider attempt a stored JobResult wire dict stands for; None when it ran locally.
-    if not isinstance(result, Mapping) or result.get("ran_on", LOCAL) == LOCAL:
+    # A stored JobResult wire dict is one placement; and one provider attempt unless it ran
+    # locally or the breaker stopped it (None then).
+    if not isinstance(result, Mapping):
         return None
+    ran_on = result.get("ran_on", LOCAL)
     job_id = int(result["job_id"])
+    metrics.record_placement(job_id, str(ran_on), str(result.get("placement_reason")))
     error = result.get("error")
+    if ran_on == LOCAL or (
+        isinstance(error, Mapping) and error.get("kind") == ErrorKind.CIRCUIT_OPEN
+    ):
+        return None
     raw_metrics = result.get("metrics")
     return Attempt(
         job_id,
@@ -181,6 +191,9 @@ def _on_call_retry(
 
 
 def _record_retry(task: Task, job_id: int, error: object) -> None:
+    if isinstance(error, NoCapacity):
+        metrics.record_budget_requeue(error.scope)
+        return
     if not isinstance(error, FaasError):
         return
     registry = task.blueprint.registry

@@ -1,8 +1,11 @@
 """The execute task: run one JobCall locally or on its FaaS executor, exactly once per result.
 
 The task is a short sequence of named steps: decode the call, skip it if its outcome is
-already stored (announcing it again, never running it), run it, then retry or store the
-result. Every outcome the job can have,
+already stored (announcing it again, never running it), run it on the side its queue says
+(:func:`dispatcher.placement.route_of_queue`), then retry or store the result. A FaaS run goes
+through the provider's shared budget and breaker (:mod:`workers.guards`): no lease in time
+sends the call back to its queue; an open breaker answers ``circuit_open``, or runs the
+local handler for a job placed on both sides (``fallback``). Every outcome the job can have,
 failures included, is a *successful task* whose value is a JobResult wire dict: it is stored
 once, and the runner gets it like any other result.
 
@@ -26,17 +29,22 @@ from dispatcher.keys import (
     EXECUTE_TASK,
     HEALTH_TASK,
     JOB_QUEUE_PREFIX,
+    REQUEUES_HEADER,
     WARM_QUEUE,
     WARM_TASK,
 )
+from dispatcher.placement import Lane, PlacementReason, route_of_queue
 from dispatcher.records import HealthStatus, store_health
 from dispatcher.router import JobContext
 from providers.errors import ErrorKind, FaasError
 from workers.backoff import compute_backoff_s
+from workers.guards import CircuitOpen, NoCapacity, ProviderGuards
 from workers.idempotency import announce_stored, stored_outcome
 from workers.redaction import summarized
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from celery import Celery
 
     from dispatcher.app import Blueprint
@@ -62,6 +70,15 @@ class ExecuteTask(Task):  # type: ignore[misc]
     # No cap of Celery's own (its default is 3): _retry_or_give_up owns the cap, retry_max,
     # and past it stores the "gave up" result instead of letting Celery fail the task.
     max_retries = None
+    _guards: ClassVar[ProviderGuards | None] = None
+
+    @property
+    def guards(self) -> ProviderGuards:
+        """This process's provider breakers and budgets, made on first use (after a fork)."""
+        cls = type(self)
+        if cls._guards is None:
+            cls._guards = ProviderGuards.for_settings(self.blueprint.settings)
+        return cls._guards
 
 
 class ControlTask(Task):  # type: ignore[misc]
@@ -80,10 +97,11 @@ class ControlTask(Task):  # type: ignore[misc]
 class _Retryable(Exception):
     """Internal: the attempt failed in a way that may succeed later."""
 
-    def __init__(self, error: FaasError, ran_on: str) -> None:
+    def __init__(self, error: FaasError, ran_on: str, reason: PlacementReason) -> None:
         super().__init__(error.message)
         self.error = error
         self.ran_on = ran_on
+        self.reason = reason
 
 
 def register_tasks(
@@ -120,11 +138,22 @@ def _execute(task: ExecuteTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
         logger.info("call %s already has a result; not running it again", call.call_id)
         announce_stored(task.backend, call.call_id)
         raise Ignore()
-    attempt = task.request.retries + 1
+    requeues = _requeues(task)
+    attempt = task.request.retries - requeues + 1
     try:
-        return _run(task.blueprint, call, attempt).to_wire()
+        result = _run(task, call, attempt, _delivery_queue(task))
     except _Retryable as failure:
         return _retry_or_give_up(task, call, failure, attempt)
+    except NoCapacity as waited:
+        # Not an attempt: nothing was sent. Counted apart, so it never brings the call
+        # closer to giving up.
+        logger.info("call %s: %s; back to its queue", call.call_id, waited)
+        raise task.retry(
+            countdown=task.blueprint.settings.budget_requeue_s,
+            exc=waited,
+            headers={REQUEUES_HEADER: requeues + 1},
+        ) from None
+    return result.to_wire()
 
 
 # -- the steps ------------------------------------------------------------------------------
@@ -152,51 +181,119 @@ def _decode(
     return call
 
 
-def _run(blueprint: Blueprint, call: JobCall, attempt: int) -> JobResult:
-    """Run the call once: on its executor if it has one, else its local handler.
+def _run(task: ExecuteTask, call: JobCall, attempt: int, queue: str | None) -> JobResult:
+    """Run the call once, on the side its queue (the one it was delivered from) stands for.
 
     Raises
     ------
     _Retryable
         A retryable FaaS error (from a provider, or raised by a local handler on purpose).
+    NoCapacity
+        The provider's budget had no lease free in time; nothing was sent.
     """
-    ran_on = LOCAL
+    blueprint = task.blueprint
+    placement = blueprint.placement(call.job_id)
+    route = route_of_queue(call.job_id, placement, queue)
+    ctx = JobContext(call.job_id, call.call_id, call.metadata, attempt)
+
+    def run_locally(reason: PlacementReason) -> JobResult:
+        return _step(
+            call,
+            attempt,
+            LOCAL,
+            reason,
+            lambda: JobResult.success(
+                call,
+                blueprint.router.call(call.job_id, call.args, ctx),
+                attempts=attempt,
+                placement_reason=reason,
+            ),
+        )
+
+    if route.lane is Lane.LOCAL:
+        return run_locally(route.reason)
+    executor = blueprint.registry.get(call.job_id)
+
+    def invoke() -> JobResult:
+        response = task.guards.invoke(executor, call.job_id, call.args)
+        return JobResult.success(
+            call,
+            response.body,
+            ran_on=executor.provider_name,
+            attempts=attempt,
+            metrics=response.metrics,
+            placement_reason=route.reason,
+        )
+
     try:
-        if call.job_id in blueprint.registry:
-            executor = blueprint.registry.get(call.job_id)
-            ran_on = executor.provider_name
-            response = executor.invoke_with_metrics(call.job_id, call.args)
-            return JobResult.success(
-                call, response.body, ran_on=ran_on, attempts=attempt, metrics=response.metrics
-            )
-        ctx = JobContext(call.job_id, call.call_id, call.metadata, attempt)
-        body = blueprint.router.call(call.job_id, call.args, ctx)
-        return JobResult.success(call, body, attempts=attempt)
+        return _step(call, attempt, executor.provider_name, route.reason, invoke)
+    except CircuitOpen as refused:
+        if placement.spare is not None:
+            return run_locally(PlacementReason.FALLBACK)
+        error = JobError(
+            ErrorKind.CIRCUIT_OPEN,
+            str(refused),
+            retryable=True,
+            provider=refused.provider,
+            retry_after_s=refused.retry_after_s,
+        )
+        return JobResult.failure(
+            call, error, ran_on=refused.provider, attempts=attempt, placement_reason=route.reason
+        )
+
+
+def _step(
+    call: JobCall,
+    attempt: int,
+    ran_on: str,
+    reason: PlacementReason,
+    run: Callable[[], JobResult],
+) -> JobResult:
+    """``run()``, with every failure of the job turned into its result.
+
+    Raises
+    ------
+    _Retryable
+        A retryable FaaS error.
+    CircuitOpen, NoCapacity
+        From the guards, for the caller to decide.
+    """
+    try:
+        return run()
+    except (CircuitOpen, NoCapacity):
+        raise
     except FaasError as error:
         if error.retryable:
-            raise _Retryable(error, ran_on) from error
+            raise _Retryable(error, ran_on, reason) from error
         return JobResult.failure(
-            call, JobError.from_faas_error(error), ran_on=ran_on, attempts=attempt
+            call,
+            JobError.from_faas_error(error),
+            ran_on=ran_on,
+            attempts=attempt,
+            placement_reason=reason,
         )
     except UnknownJob as error:
-        return _failure(call, ErrorKind.UNKNOWN_JOB, str(error), attempt)
+        return _failure(call, ErrorKind.UNKNOWN_JOB, str(error), attempt, reason=reason)
     except SoftTimeLimitExceeded:
-        return _failure(call, ErrorKind.TIMEOUT, "the job ran past its time limit", attempt, ran_on)
+        message = "the job ran past its time limit"
+        return _failure(call, ErrorKind.TIMEOUT, message, attempt, ran_on, reason)
     except Exception as error:  # the job's own failure: reported, never retried
         logger.info("job %s failed on call %s: %r", call.job_id, call.call_id, error)
         message = f"{type(error).__name__}: {error}"
-        return _failure(call, ErrorKind.FUNCTION_ERROR, message, attempt, ran_on)
+        return _failure(call, ErrorKind.FUNCTION_ERROR, message, attempt, ran_on, reason)
 
 
 def _retry_or_give_up(
     task: ExecuteTask, call: JobCall, failure: _Retryable, attempt: int
 ) -> dict[str, Any]:
-    retries = task.request.retries
     settings = task.blueprint.settings
+    retries = attempt - 1  # retries after a failed attempt; requeues for capacity are not
     if retries >= settings.retry_max:
         return _gave_up(call, failure, attempt).to_wire()
     countdown_s = _retry_countdown_s(settings, call, failure, attempt)
-    raise task.retry(countdown=countdown_s, exc=failure.error)
+    raise task.retry(
+        countdown=countdown_s, exc=failure.error, headers={REQUEUES_HEADER: _requeues(task)}
+    )
 
 
 def _gave_up(call: JobCall, failure: _Retryable, attempt: int) -> JobResult:
@@ -204,7 +301,9 @@ def _gave_up(call: JobCall, failure: _Retryable, attempt: int) -> JobResult:
     error = JobError.from_faas_error(failure.error)
     message = f"gave up after {attempt} attempts: {error.message}"
     error = JobError(error.kind, message, error.retryable, error.provider, error.status)
-    return JobResult.failure(call, error, ran_on=failure.ran_on, attempts=attempt)
+    return JobResult.failure(
+        call, error, ran_on=failure.ran_on, attempts=attempt, placement_reason=failure.reason
+    )
 
 
 def _retry_countdown_s(
@@ -256,15 +355,35 @@ def _health(task: ControlTask, job_id: int) -> str:
 
 
 def _failure(
-    call: JobCall, kind: ErrorKind, message: str, attempt: int, ran_on: str = LOCAL
+    call: JobCall,
+    kind: ErrorKind,
+    message: str,
+    attempt: int,
+    ran_on: str = LOCAL,
+    reason: PlacementReason = PlacementReason.POLICY,
 ) -> JobResult:
     return JobResult.failure(
-        call, JobError(kind=kind, message=message), ran_on=ran_on, attempts=attempt
+        call,
+        JobError(kind=kind, message=message),
+        ran_on=ran_on,
+        attempts=attempt,
+        placement_reason=reason,
     )
+
+
+def _requeues(task: ExecuteTask) -> int:
+    # Celery puts a message's own headers on the request; a retry carries them only when
+    # it is given them again (both retries here do).
+    return int(getattr(task.request, REQUEUES_HEADER, None) or 0)
+
+
+def _delivery_queue(task: ExecuteTask) -> str | None:
+    # Our queues route by their own name (workers.app._job_queue_named).
+    routing_key = (task.request.delivery_info or {}).get("routing_key")
+    return str(routing_key) if routing_key else None
 
 
 def _queue_job_id(task: ExecuteTask) -> int:
     # A message too broken to name its job is reported under the job of its queue.
-    routing_key = (task.request.delivery_info or {}).get("routing_key") or ""
-    suffix = routing_key.removeprefix(JOB_QUEUE_PREFIX)
+    suffix = (_delivery_queue(task) or "").removeprefix(JOB_QUEUE_PREFIX).split(".")[0]
     return int(suffix) if suffix.isdigit() and int(suffix) < 2**32 else 0

@@ -111,37 +111,52 @@ def _was_fresh():
     return fresh
 
 
-def answer_request(handler, load_error, request, fresh=None):
-    """The reply (JSON text) to one decoded request, whatever goes wrong."""
-    fresh = _was_fresh() if fresh is None else fresh
+def _reply_and_outcome(handler, load_error, request, fresh):
+    """``(reply, ok)`` for one decoded request; ``ok`` is False when the reply is a failure."""
     job_id = None
     try:
         if not isinstance(request, dict):
             raise TypeError("a request must be a JSON object")
         job_id = request.get("job_id")
         if request.get("warmup") is True:
-            return '{"job_id":null,"result":[],"success":true,"warmup":true,"fresh":%s}' % (
+            warm = '{"job_id":null,"result":[],"success":true,"warmup":true,"fresh":%s}' % (
                 "true" if fresh else "false"
             )
+            return warm, True
         if load_error is not None:
             raise load_error
         payload = payload_of(request)
         started = time.perf_counter()
         result = call_handler(handler, payload)
         handler_ms = (time.perf_counter() - started) * 1000
-        return reply_json(job_id, result, fresh, handler_ms)
+        return reply_json(job_id, result, fresh, handler_ms), True
     except Exception as error:
-        return failure_json(job_id, error, fresh)
+        return failure_json(job_id, error, fresh), False
 
 
-def answer(handler, load_error, raw_request):
-    """The reply (JSON text) to one raw request (JSON bytes), whatever goes wrong."""
+def answer_request(handler, load_error, request, fresh=None):
+    """The reply (JSON text) to one decoded request, whatever goes wrong."""
+    fresh = _was_fresh() if fresh is None else fresh
+    return _reply_and_outcome(handler, load_error, request, fresh)[0]
+
+
+def answer_with_outcome(handler, load_error, raw_request):
+    """``(reply, ok)``: the reply to one raw request (JSON bytes), and whether it succeeded.
+
+    For adapters whose runtime reads a status as well as a body (an HTTP entry point answers
+    a failed job with an error status, without decoding its own reply to find out).
+    """
     fresh = _was_fresh()
     try:
         request = json.loads(raw_request)
     except Exception as error:
-        return failure_json(None, error, fresh)
-    return answer_request(handler, load_error, request, fresh)
+        return failure_json(None, error, fresh), False
+    return _reply_and_outcome(handler, load_error, request, fresh)
+
+
+def answer(handler, load_error, raw_request):
+    """The reply (JSON text) to one raw request (JSON bytes), whatever goes wrong."""
+    return answer_with_outcome(handler, load_error, raw_request)[0]
 '''
 
 

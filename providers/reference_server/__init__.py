@@ -1,4 +1,4 @@
-"""Reference server for the Custom FaaS HTTP contract v1 (`spec/custom-faas-platform-v1.md`).
+"""Reference server for the Custom FaaS HTTP contract v1 (`docs/custom-faas-contract.md`).
 
 A single-box platform: deployments live in a data dir, every invocation runs the function's
 `bootstrap` as a process (or takes a pre-started one from the warm pool), and every limit

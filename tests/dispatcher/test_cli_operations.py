@@ -128,6 +128,25 @@ def test_deploy_prints_a_table_and_never_an_environment_value(invoke: Invoke) ->
         invoke("undeploy", "9", "--app", OPS_APP)
 
 
+def test_deploy_keeps_the_jobs_config_in_the_app_for_what_it_is_not_told(
+    invoke: Invoke,
+) -> None:
+    deploy = ["deploy", "9", "--app", OPS_APP, "--handler", "_ops_handler:reverse",
+              "--source", str(HANDLER_SOURCE), "--json"]  # fmt: skip
+    try:
+        as_configured = ok_json(invoke(*deploy))
+        more_memory = ok_json(invoke(*deploy, "--memory", "256"))
+    finally:
+        invoke("undeploy", "9", "--app", OPS_APP)
+
+    configured = (apps.FAAS_CONFIG.memory_mb, apps.FAAS_CONFIG.timeout_secs)
+    assert (as_configured["memory_mb"], as_configured["timeout_secs"]) == configured
+    assert (more_memory["memory_mb"], more_memory["timeout_secs"]) == (
+        256,
+        apps.FAAS_CONFIG.timeout_secs,
+    )
+
+
 def test_a_bad_environment_entry_is_refused_without_echoing_its_value(invoke: Invoke) -> None:
     for entry in ("hunter2", "bad name=hunter2"):
         line = error_line(
@@ -226,6 +245,11 @@ def test_status_shows_local_and_faas_jobs_queues_health_and_workers(
             "queue": job_queue(job_id),
             "queue_length": queued,
             "workers": workers,
+            "placement": "local",
+            "lane_queue": None,
+            "lane_queue_length": 0,
+            "breaker": None,
+            "budget": None,
         }
 
     def faas(job_id: int, deployment: str, health: dict[str, Any] | None) -> dict[str, Any]:
@@ -235,6 +259,8 @@ def test_status_shows_local_and_faas_jobs_queues_health_and_workers(
             "provider": "custom",
             "deployment": deployment,
             "health": health,
+            "placement": "faas",
+            "breaker": {"state": "closed", "cooldown_left_s": 0.0, "consecutive_failures": 0},
         }
 
     healthy = {"status": "healthy", "checked_at": checked.checked_at, "error": None}
@@ -294,8 +320,8 @@ def test_cost_summarises_the_ledger_and_prices_a_job_on_every_provider(
         "aws": 0.220 * 0.0000166667 + 0.20e-6,
         # 100 ms steps (100, 200, 300, 400: mean 250 ms), 0.583 vCPU at 1 GiB, $0.40/M
         "gcp": 0.250 * (0.0000025 + 0.583 * 0.000024) + 0.40e-6,
-        # 100 ms minimum (100, 150, 250, 400: mean 225 ms), $0.20/M
-        "azure": 0.225 * 0.000016 + 0.20e-6,
+        # Flex: 1,000 ms minimum (every one of these), a 2,048 MB instance for 1 GiB, $0.40/M
+        "azure": 1.0 * 2 * 0.000026 + 0.40e-6,
         # 100 ms minimum, no request fee
         "digitalocean": 0.225 * 0.0000185,
         "custom": 0.0,

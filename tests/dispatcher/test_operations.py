@@ -24,6 +24,7 @@ from dispatcher.records import InvocationRecord
 from dispatcher.status import queue_lengths, workers_by_queue
 from providers.base import FaasConfig, FaasDeployment, FaasExecutor, InvokeReply
 from providers.errors import InvalidConfig
+from providers.registry import provider_names
 
 HANDLER_SOURCE = Path(__file__).with_name("_ops_handler.py")
 
@@ -65,6 +66,17 @@ def _blueprint(executor: FaasExecutor) -> Blueprint:
     return Blueprint(router=router).with_faas_executor(5, executor)
 
 
+def test_a_deploy_config_is_the_jobs_config_with_the_options_given() -> None:
+    base = FaasConfig(memory_mb=320, timeout_secs=40, env_vars={"A": "1"}, keep_warm=True)
+
+    config = faas_config(base, timeout_s=9, env_vars={"B": "2"})
+
+    assert config == FaasConfig(
+        memory_mb=320, timeout_secs=9, env_vars={"A": "1", "B": "2"}, keep_warm=True
+    )
+    assert faas_config(base, keep_warm=False).keep_warm is False
+
+
 def test_deploy_packages_with_the_builder_of_the_executors_provider() -> None:
     executor = RecordingExecutor()
     config = faas_config(memory_mb=256, timeout_s=9, env_vars={"A": "1"}, keep_warm=True)
@@ -97,8 +109,10 @@ def test_deploy_without_a_config_deploys_the_one_the_app_gives_the_job() -> None
 
 
 def test_a_provider_this_installation_does_not_have_is_an_invalid_config() -> None:
-    with pytest.raises(InvalidConfig, match="unknown provider 'aws' \\(known: custom\\)"):
-        build_package("aws", "mod:fn", [HANDLER_SOURCE])
+    with pytest.raises(
+        InvalidConfig, match=rf"unknown provider 'nimbus' \(known: {', '.join(provider_names())}\)"
+    ):
+        build_package("nimbus", "mod:fn", [HANDLER_SOURCE])
 
 
 def test_executor_for_refuses_unknown_local_and_mismatched_jobs() -> None:

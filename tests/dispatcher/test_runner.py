@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -213,3 +214,27 @@ def test_the_cli_submits_and_runs_an_app(
     run = cli_runner.invoke(cli, ["run", "--app", "tests.dispatcher.runnable_app"])
     assert run.exit_code == 0, run.output
     assert "5 calls: 5 ok, 0 failed" in run.output and len(runnable_app.received) == 5
+
+
+def test_run_shows_a_live_progress_bar_on_a_terminal_unless_quiet(
+    settings: Settings,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start_worker(jobs="0")
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich's switch: stderr counts as a terminal
+    # The app module reads the settings when imported: import it afresh for this test's Redis.
+    monkeypatch.delitem(sys.modules, "tests.dispatcher.runnable_app", raising=False)
+    command = ["run", "--app", "tests.dispatcher.runnable_app"]
+
+    shown = CliRunner().invoke(cli, command)
+    quiet = CliRunner().invoke(cli, [*command, "--quiet"])
+
+    assert shown.exit_code == 0 and quiet.exit_code == 0, shown.output + quiet.output
+    assert "5 of 5 answered" in shown.stderr and "5 ok" in shown.stderr, shown.stderr
+    assert "0 in flight" in shown.stderr
+    assert "answered" not in quiet.stderr
+    for result in (shown, quiet):
+        assert "5 calls: 5 ok, 0 failed" in result.stdout

@@ -16,6 +16,7 @@ from dispatcher import Blueprint, ConfigError, Router, Settings, load_app
 from dispatcher.settings import CONFIG_ENV_VAR
 from providers.base import FaasConfig
 from providers.custom import HttpFaasExecutor
+from providers.registry import provider_names
 
 SECRET = "Bearer s3cret-value"
 LOCAL_MODULE = "blueprint_settings_local_jobs"
@@ -43,6 +44,9 @@ provider = "custom"
 provider = "custom"
 options = { function_prefix = "acme" }
 """
+
+#: What an unknown provider's error lists as known: every installed provider.
+KNOWN = ", ".join(provider_names())
 
 
 @pytest.fixture(autouse=True)
@@ -158,12 +162,12 @@ def test_the_app_tables_are_not_knobs_but_other_keys_still_are(tmp_path: Path) -
     ("text", "expected"),
     [
         (
-            '[faas.jobs.1]\nprovider = "aws"\n',
-            "faas.jobs.1.provider: unknown provider 'aws' (known: custom)",
+            '[faas.jobs.1]\nprovider = "nimbus"\n',
+            f"faas.jobs.1.provider: unknown provider 'nimbus' (known: {KNOWN})",
         ),
         (
-            '[faas.options.gcp]\nproject = "p"\n',
-            "faas.options.gcp: unknown provider 'gcp' (known: custom)",
+            '[faas.options.nimbus]\nproject = "p"\n',
+            f"faas.options.nimbus: unknown provider 'nimbus' (known: {KNOWN})",
         ),
         ("[faas.jobs.1]\nmemory_mb = 256\n", "faas.jobs.1.provider: expected a provider name"),
         ("[faas.options]\ncustom = 3\n", "faas.options.custom: expected a table"),
@@ -240,7 +244,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         tmp_path,
         """
         [faas.jobs.1]
-        provider = "aws"
+        provider = "nimbus"
         [faas.jobs.2]
         provider = "custom"
         bogus = true
@@ -248,7 +252,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         """,
     )
     assert message.split("; ") == [
-        "faas.jobs.1.provider: unknown provider 'aws' (known: custom)",
+        f"faas.jobs.1.provider: unknown provider 'nimbus' (known: {KNOWN})",
         "faas.jobs.2.bogus: unknown key",
     ]
 

@@ -132,6 +132,7 @@ def test_the_error_classes_name_every_provider_kind_and_share_only_infrastructur
         ErrorKind.MALFORMED_CALL,
         ErrorKind.WORKER_FAILURE,
         ErrorKind.PUBLISH_FAILED,
+        ErrorKind.CIRCUIT_OPEN,
     }
 
     assert set(kinds) == set(ErrorKind) - dispatchers_own

@@ -2,7 +2,9 @@
 SDK is missing fails at first use, naming the extra to install.
 
 Each test runs a fresh interpreter whose import system refuses the optional extras' packages
-(as if ``pip install blueprint-faas`` had installed nothing more).
+(as if ``pip install blueprint-faas`` had installed nothing more). Some installs register a
+package before any code runs (functions-framework's ``.pth`` file creates the ``google``
+namespace at start-up), so the prelude also forgets what the extras put in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _PRELUDE = dedent(
                 raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
             return None
 
+    for preloaded in [name for name in sys.modules if name.split(".")[0] in BLOCKED]:
+        del sys.modules[preloaded]
     sys.meta_path.insert(0, NotInstalled())
     """
 )
@@ -78,36 +82,56 @@ def test_providers_and_dispatcher_import_without_any_extra() -> None:
         }))
         """
     )
-    assert result == {"providers": ["custom"], "executor": "custom", "loaded": []}
+    assert result == {
+        "providers": ["aws", "azure", "custom", "digitalocean", "gcp"],
+        "executor": "custom",
+        "loaded": [],
+    }
+
+
+def test_the_gcp_provider_is_declared_without_google_auth_and_names_its_extra() -> None:
+    result = run_core_only(
+        """
+        from providers.registry import MissingExtra, create_executor, provider_spec
+
+        from providers.gcp import CloudFunctionExecutor
+
+        declared = provider_spec("gcp").name
+        # Building an executor reads no credentials: google-auth is imported at the first call.
+        built = repr(CloudFunctionExecutor("my-project", "europe-west1"))
+        try:
+            create_executor("gcp", {"project_id": "my-project", "region": "europe-west1"})
+        except MissingExtra as error:
+            loaded = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
+            print(json.dumps({
+                "declared": declared, "built": built, "error": str(error), "loaded": loaded
+            }))
+        """
+    )
+    assert result == {
+        "declared": "gcp",
+        "built": "CloudFunctionExecutor(project_id='my-project', region='europe-west1', "
+        "function_prefix='blueprint-job', runtime='python312', "
+        "credentials=GoogleTokens(credentials_file=None, impersonate_service_account=None))",
+        "error": "provider 'gcp' needs google.auth, which is not installed: "
+        "pip install 'blueprint-faas[gcp]'",
+        "loaded": [],
+    }
 
 
 def test_a_provider_whose_sdk_is_missing_names_its_extra_at_first_use() -> None:
-    # A cloud provider as the coming modules will be: its SDK in ``requires``, imported only
-    # when an executor is built. It is put in place by hand, as ``providers.aws``.
+    # providers.aws imports boto3 only when an executor is built: its declaration, options
+    # and package builder need no SDK.
     result = run_core_only(
         """
-        import types
-        import providers
-        from providers.custom import CustomOptions, HttpFaasExecutor
-        from providers.registry import MissingExtra, ProviderSpec, create_executor, provider_spec
+        from providers.registry import MissingExtra, create_executor, provider_spec
 
-        class LambdaExecutor(HttpFaasExecutor):
-            provider_name = "aws"
-
-        module = types.ModuleType("providers.aws")
-        module.PROVIDER = ProviderSpec(
-            executor=LambdaExecutor,
-            options=CustomOptions,
-            create=LambdaExecutor.from_options,
-            build_package=provider_spec("custom").build_package,
-            price_list="aws",
-            requires=("boto3",),
-        )
-        sys.modules["providers.aws"] = module
-
-        declared = provider_spec("aws").name  # the declaration itself needs no SDK
+        declared = provider_spec("aws").name
         try:
-            create_executor("aws", {"base_url": "http://127.0.0.1:1"})
+            create_executor(
+                "aws",
+                {"region": "eu-west-1", "role_arn": "arn:aws:iam::123456789012:role/r"},
+            )
         except MissingExtra as error:
             print(json.dumps({"declared": declared, "error": str(error)}))
         """
@@ -153,4 +177,23 @@ def test_a_provider_module_that_imports_a_missing_sdk_names_its_extra() -> None:
         "error": "provider 'gcp' needs google, which is not installed: "
         "pip install 'blueprint-faas[gcp]'",
         "module": "google",
+    }
+
+
+def test_the_azure_provider_needs_its_extra_only_to_build_an_executor() -> None:
+    result = run_core_only(
+        """
+        from providers.registry import MissingExtra, create_executor, provider_spec
+
+        declared = provider_spec("azure").name
+        try:
+            create_executor("azure", {"subscription_id": "s", "region": "eastus"})
+        except MissingExtra as error:
+            print(json.dumps({"declared": declared, "error": str(error)}))
+        """
+    )
+    assert result == {
+        "declared": "azure",
+        "error": "provider 'azure' needs azure.identity, which is not installed: "
+        "pip install 'blueprint-faas[azure]'",
     }

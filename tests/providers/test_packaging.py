@@ -391,3 +391,26 @@ def test_the_core_answers_a_warm_up_without_running_the_job_and_says_when_it_was
     assert failed["success"] is False and "ZeroDivisionError" in failed["error"]
     assert failed["fresh"] is False
     assert malformed["success"] is False and malformed["fresh"] is False
+
+
+def test_the_core_tells_an_adapter_whether_its_reply_is_a_failure(
+    handlers: Path, tmp_path: Path
+) -> None:
+    package = build_custom_package("handlers:double", sources=[handlers])
+    code_dir = _extract(package, tmp_path / "core")
+    script = (
+        "import json\n"
+        f"import {HANDLER_CORE_MODULE} as core\n"
+        "handler, error = core.try_load_handler('handlers:double')\n"
+        "for raw in (b'{\"job_id\": 1, \"args\": [3]}', b'{\"warmup\": true}', b'[1]', b'{'):\n"
+        "    reply, ok = core.answer_with_outcome(handler, error, raw)\n"
+        "    print(json.dumps([json.loads(reply)['success'], ok]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=code_dir, capture_output=True, check=True
+    )
+
+    # Success and warm-up are ok; a request that is not an object, or not JSON, is not.
+    # (The handler prints a line of its own, which is not an outcome.)
+    outcomes = [json.loads(line) for line in completed.stdout.splitlines() if line[:1] == b"["]
+    assert outcomes == [[True, True], [True, True], [False, False], [False, False]]

@@ -30,8 +30,8 @@ GCP_TIER1_PER_GIB_S = 0.0000025
 GCP_TIER2_PER_VCPU_S = 0.0000336
 GCP_TIER2_PER_GIB_S = 0.0000035
 GCP_PER_REQUEST = 0.40 / 1_000_000
-AZURE_PER_GB_S = 0.000016
-AZURE_PER_EXECUTION = 0.20 / 1_000_000
+AZURE_PER_GB_S = 0.000026
+AZURE_PER_EXECUTION = 0.40 / 1_000_000
 DO_PER_GIB_S = 0.0000185
 
 
@@ -109,29 +109,30 @@ def test_gcp_refuses_memory_above_its_largest_tier() -> None:
         estimate_cost("gcp", duration_ms=100, memory_mb=65_536)
 
 
-def test_azure_rounds_memory_up_to_128_mb_and_bills_at_least_100_ms() -> None:
-    one = estimate_cost("azure", duration_ms=40, memory_mb=160)
+def test_azure_flex_bills_the_instance_size_and_at_least_1000_ms() -> None:
+    one = estimate_cost("azure", duration_ms=40, memory_mb=512)
+    rounded = estimate_cost("azure", duration_ms=1201, memory_mb=1000)
 
-    assert one.billed_ms == 100
-    assert one.billed_memory_mb == 256
-    assert one.compute_usd == pytest.approx(0.1 * 0.25 * AZURE_PER_GB_S)
+    assert one.billed_ms == 1000
+    assert one.billed_memory_mb == 512
+    assert one.compute_usd == pytest.approx(1.0 * 0.5 * AZURE_PER_GB_S)
     assert one.request_usd == pytest.approx(AZURE_PER_EXECUTION)
+    # 1,000 MB runs on a 2,048 MB instance; 1,201 ms is billed as 1,300 ms.
+    assert (rounded.billed_ms, rounded.billed_memory_mb) == (1300, 2048)
 
 
-def test_azure_caps_billed_memory_at_1536_mb() -> None:
-    one = estimate_cost("azure", duration_ms=1000, memory_mb=3000)
-
-    assert one.billed_memory_mb == 1536
-    assert one.compute_usd == pytest.approx(1.5 * AZURE_PER_GB_S)
+def test_azure_flex_refuses_memory_above_its_largest_instance() -> None:
+    with pytest.raises(ValueError, match="largest size"):
+        estimate_cost("azure", duration_ms=1000, memory_mb=8192)
 
 
-def test_azure_bills_the_memory_the_function_used_when_it_is_known() -> None:
+def test_azure_flex_bills_the_configured_instance_not_the_memory_used() -> None:
     metrics = FaasMetrics(total_ms=300, execution_ms=250, memory_used_mb=100)
 
-    one = estimate_invocation_cost("azure", metrics, memory_mb=1024)
+    one = estimate_invocation_cost("azure", metrics, memory_mb=2048)
 
-    assert one.billed_memory_mb == 128
-    assert one.compute_usd == pytest.approx(0.25 * 0.125 * AZURE_PER_GB_S)
+    assert one.billed_memory_mb == 2048
+    assert one.compute_usd == pytest.approx(1.0 * 2.0 * AZURE_PER_GB_S)
 
 
 def test_digitalocean_bills_at_least_100_ms_and_no_request_fee() -> None:
@@ -188,7 +189,8 @@ def test_compare_providers_prices_one_job_on_every_provider() -> None:
     assert costs["gcp"].total_usd == pytest.approx(
         0.583 * GCP_TIER2_PER_VCPU_S + GCP_TIER2_PER_GIB_S + GCP_PER_REQUEST
     )
-    assert costs["azure"].total_usd == pytest.approx(AZURE_PER_GB_S + AZURE_PER_EXECUTION)
+    # 1,024 MB runs on a 2,048 MB instance.
+    assert costs["azure"].total_usd == pytest.approx(2 * AZURE_PER_GB_S + AZURE_PER_EXECUTION)
     assert costs["digitalocean"].total_usd == pytest.approx(DO_PER_GIB_S)
     assert costs["custom"].total_usd == 0
 

@@ -273,6 +273,7 @@ def start_worker(
         app: str = "tests.workers.apps",
         extra_env: dict[str, str] | None = None,
         wait_ready: bool = True,
+        lane: str | None = None,
     ) -> WorkerProcess:
         log = tmp_path / f"worker-{next(counter)}.log"
         env = {
@@ -288,6 +289,8 @@ def start_worker(
         args += ["--concurrency", str(concurrency), "--loglevel", "INFO"]
         if jobs is not None:
             args += ["--jobs", jobs]
+        if lane is not None:
+            args += ["--lane", lane]
         worker = spawn_cli(args, env, log, ready=WORKER_READY if wait_ready else None)
         started.append(worker)
         return worker

@@ -83,7 +83,11 @@ def test_a_running_call_is_recorded_under_its_consumer_and_cleared_once_answered
 
     run.finish(timeout_s=30)
     run.assert_each_answered_once_and_ok()
-    assert broker.hlen(consumer_in_flight_key(consumer_id)) == 0
+    # The late ack, which clears the record, follows the stored result: wait for it.
+    wait_until(
+        lambda: broker.hlen(consumer_in_flight_key(consumer_id)) == 0,
+        what="the acknowledged call to leave its consumer's record",
+    )
     assert broker.hlen(UNACKED) == 0
     assert broker.zcard(UNACKED_INDEX) == 0
 

@@ -129,7 +129,14 @@ def test_a_prefork_workers_exporter_counts_prices_and_ledgers_every_faas_attempt
     assert value(samples, "throttles_total", **job5) == 1
     assert value(samples, "retries_total", **job5, error_kind="throttled") == 1
     assert total(samples, "retries_total") == 1
-    assert not any(labels and ("job_id", "0") in labels for (_, labels) in samples)
+    # A local job is a placement, never a provider attempt.
+    local_placed = {"job_id": "0", "ran_on": "local", "reason": "policy"}
+    assert value(samples, "placements_total", **local_placed) == len(local)
+    assert not any(
+        labels and ("job_id", "0") in labels
+        for (name, labels) in samples
+        if name != "blueprint_faas_placements_total"
+    )
 
     ledger = recent_invocations(redis.Redis.from_url(redis_url), 100)
     assert len(ledger) == faas_attempts

@@ -21,7 +21,7 @@ from textwrap import dedent
 
 import httpx
 
-from providers.base import FaasConfig, FaasDeployment
+from providers.base import FaasConfig, FaasDeployment, FaasExecutor
 from providers.custom import HttpFaasExecutor
 from providers.packaging import build_custom_package
 from tests.processes import wait_until
@@ -31,7 +31,8 @@ from tests.providers.reference_server._support import FileGate
 #: What the reference server sends with a 429 (``_gate._RETRY_AFTER_S``).
 REFERENCE_RETRY_AFTER_S = 1.0
 
-_HANDLERS = dedent(
+#: The contract's job functions, for every Python-packaged kind.
+CONTRACT_HANDLERS = dedent(
     """
     import fcntl
     import os
@@ -59,7 +60,8 @@ _HANDLERS = dedent(
         return payload
     """
 )
-_HANDLER_OF = {
+#: Which of them each behaviour deploys.
+HANDLER_OF = {
     Behaviour.SUCCEED: "reverse",
     Behaviour.FAIL: "fail",
     Behaviour.THROTTLE: "hold",
@@ -156,6 +158,21 @@ class ContractFront:
         return Handler
 
 
+def hold_the_only_slot(
+    executor: FaasExecutor, job_id: int, job_dir: Path, gate: FileGate, held: contextlib.ExitStack
+) -> None:
+    """Start a run of the ``hold`` handler and wait until it holds the function's only slot.
+
+    It holds the slot until ``gate`` opens. Callbacks run last in, first out: on exit the
+    gate opens, then the run is joined.
+    """
+    runner = threading.Thread(target=executor.invoke, args=(job_id, b"hold"), daemon=True)
+    runner.start()
+    held.callback(runner.join, _JOIN_TIMEOUT_S)
+    held.callback(gate.open)
+    wait_until(lambda: (job_dir / "held").exists(), 60.0, "the held run to take the slot")
+
+
 class CustomDriver(ContractDriver):
     """Drives :class:`~providers.custom.HttpFaasExecutor` against the reference server."""
 
@@ -168,10 +185,10 @@ class CustomDriver(ContractDriver):
         self._work_dir = work_dir
         self._env_secret = env_secret
         source = work_dir / "contract_handlers.py"
-        source.write_text(_HANDLERS)
+        source.write_text(CONTRACT_HANDLERS)
         self._packages = {
             name: build_custom_package(f"contract_handlers:{name}", sources=[source])
-            for name in set(_HANDLER_OF.values())
+            for name in set(HANDLER_OF.values())
         }
         self.executor = HttpFaasExecutor(front.url).with_auth_header(
             "Authorization", f"Bearer {api_key}"
@@ -196,27 +213,16 @@ class CustomDriver(ContractDriver):
                     "CONTRACT_GATE": str(gate.path),
                 },
             )
-            package = self._packages[_HANDLER_OF[behaviour]]
+            package = self._packages[HANDLER_OF[behaviour]]
             deployment = self.executor.deploy_job(job_id, package, config)
             if behaviour is Behaviour.SERVER_ERROR:
                 held.enter_context(self._front.failing(self._invoke_path(job_id)))
             if behaviour is Behaviour.THROTTLE:
-                self._occupy(job_id, job_dir, gate, held)
+                hold_the_only_slot(self.executor, job_id, job_dir, gate, held)
             yield deployment
 
     def invocations_seen(self, job_id: int) -> int:
         return self._front.count("POST", self._invoke_path(job_id))
-
-    def _occupy(
-        self, job_id: int, job_dir: Path, gate: FileGate, held: contextlib.ExitStack
-    ) -> None:
-        # A run of the held function takes the only slot until the gate opens. Callbacks run
-        # last in, first out: on exit the gate opens, then the run is joined.
-        runner = threading.Thread(target=self.executor.invoke, args=(job_id, b"hold"), daemon=True)
-        runner.start()
-        held.callback(runner.join, _JOIN_TIMEOUT_S)
-        held.callback(gate.open)
-        wait_until(lambda: (job_dir / "held").exists(), 60.0, "the held run to take the slot")
 
     def _invoke_path(self, job_id: int) -> str:
         return f"/api/functions/{self.executor.function_id(job_id)}/invoke"

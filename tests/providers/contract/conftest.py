@@ -17,8 +17,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.providers._azure_fake import FakeAzure
+from tests.providers._digitalocean_fake import FakeDigitalOcean
+from tests.providers._gcp_platform import GcpPlatform
+from tests.providers._lambda_platform import local_lambda
+from tests.providers.contract._aws import AwsDriver
+from tests.providers.contract._azure import AzureDriver
 from tests.providers.contract._custom import ContractFront, CustomDriver
+from tests.providers.contract._digitalocean import DigitalOceanDriver
 from tests.providers.contract._driver import EXECUTOR_KINDS, ContractDriver, executor_kind
+from tests.providers.contract._gcp import GcpDriver
 from tests.providers.reference_server._support import ServerProcess
 
 _SERVER_API_KEY_ENV = "BLUEPRINT_FAAS_SERVER_API_KEY"
@@ -45,6 +53,51 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]
             driver.executor.close()
     finally:
         server.stop()
+
+
+@executor_kind
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """moto's server with a front that runs each package as Lambda's Python runtime would."""
+    work_dir = tmp_path_factory.mktemp("contract-aws")
+    with local_lambda(work_dir / "platform") as front:
+        driver = AwsDriver(
+            front,
+            work_dir,
+            secret_key=f"contract-secret-{secrets.token_hex(8)}",
+            env_secret=f"env-{secrets.token_hex(8)}",
+        )
+        yield driver
+        driver.executor.close()
+
+
+@executor_kind
+def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """A local fake of ARM and Kudu; each app served by a real host process."""
+    work_dir = tmp_path_factory.mktemp("contract-azure")
+    with FakeAzure(work_dir / "platform") as platform:
+        driver = AzureDriver(platform, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
+        yield driver
+        driver.executor.close()
+
+
+@executor_kind
+def digitalocean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """The local fake of DigitalOcean's namespaces API and OpenWhisk API, running the actions."""
+    work_dir = tmp_path_factory.mktemp("contract-digitalocean")
+    with FakeDigitalOcean(f"dop_v1_{secrets.token_hex(16)}", work_dir) as fake:
+        driver = DigitalOceanDriver(fake, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
+        yield driver
+        driver.executor.close()
+
+
+@executor_kind
+def gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractDriver]:
+    """The local Cloud Functions platform, serving each deploy with functions-framework."""
+    work_dir = tmp_path_factory.mktemp("contract-gcp")
+    with GcpPlatform(work_dir) as platform:
+        driver = GcpDriver(platform, work_dir, env_secret=f"env-{secrets.token_hex(8)}")
+        yield driver
+        driver.executor.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
