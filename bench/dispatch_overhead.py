@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--loglevel", default="INFO", help="both workers' log level")
     parser.add_argument("--raw-profile", choices=["same", "stock"], default="same")
     parser.add_argument("--payload-bytes", type=int, default=8)
+    parser.add_argument(
+        "--batch-max-calls", type=int, default=Settings().batch_max_calls, help="ours' batches"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as scratch:
@@ -110,7 +113,9 @@ def main() -> None:
             redis_process, url = start_redis(root)
             processes.append(redis_process)
             # No metrics exporter: its fixed port would clash with other workers on the host.
-            settings = Settings.from_redis_url(url, metrics_port=0)
+            settings = Settings.from_redis_url(
+                url, metrics_port=0, batch_max_calls=args.batch_max_calls
+            )
             ours = _start_ours(root, settings, args)
             processes.append(ours)
             raw = _start_raw(root, url, args)
@@ -171,27 +176,55 @@ def _compare(
     _raw(app, min(200, args.calls), window if args.in_flight else 0, payload)
 
     # CPU per call (client process, worker process group) is printed beside the rates: on a
-    # shared machine it moves far less than wall-clock throughput does.
-    header = f"{'round':<8}{'ours calls/s':>14}{'raw calls/s':>14}{'ratio':>8}"
-    print(f"{header}   CPU us/call ours (client+worker) vs raw (client+worker)")
-    rates: dict[str, list[float]] = {"ours": [], "raw": []}
-    cpus: dict[str, list[tuple[float, float]]] = {"ours": [], "raw": []}
+    # shared machine it moves far less than wall-clock throughput does. "unbatched" is our
+    # runner with batch_max_calls 1, today's wire, against the same worker.
+    unbatched = settings.model_copy(update={"batch_max_calls": 1})
+    header = (
+        f"{'round':<8}{'ours calls/s':>14}{'calls/msg':>10}{'unbatched/s':>13}"
+        f"{'raw calls/s':>13}{'ours/raw':>9}{'unb./raw':>9}"
+    )
+    print(f"{header}   CPU us/call (client+worker) ours vs unbatched vs raw")
+    rates: dict[str, list[float]] = {"ours": [], "unbatched": [], "raw": []}
+    cpus: dict[str, list[tuple[float, float]]] = {name: [] for name in rates}
+    per_message: list[float] = []
+
+    def ours_side(run_settings: Settings) -> float:
+        elapsed_s, calls_per_message = _ours(run_settings, args.calls, window, payload)
+        if run_settings is settings:
+            per_message.append(calls_per_message)
+        return elapsed_s
+
     sides = {
-        "ours": lambda: _ours(settings, args.calls, window, payload),
-        "raw": lambda: _raw(app, args.calls, args.in_flight, payload),
+        "ours": (lambda: ours_side(settings), worker_pids[0]),
+        "unbatched": (lambda: ours_side(unbatched), worker_pids[0]),
+        "raw": (lambda: _raw(app, args.calls, args.in_flight, payload), worker_pids[1]),
     }
     for round_no in range(1, args.rounds + 1):
-        for (name, run), pid in zip(sides.items(), worker_pids, strict=True):
+        for name, (run, pid) in sides.items():
             client_cpu_s, worker_cpu_s = time.process_time(), group_cpu_s(pid)
             rates[name].append(args.calls / run())
             client_cpu_s = time.process_time() - client_cpu_s
             worker_cpu_s = group_cpu_s(pid) - worker_cpu_s
             cpus[name].append((client_cpu_s * 1e6 / args.calls, worker_cpu_s * 1e6 / args.calls))
-        ours, raw = rates["ours"][-1], rates["raw"][-1]
-        print(f"{round_no:<8}{ours:>14.0f}{raw:>14.0f}{ours / raw:>8.2f}   {_cpu(cpus, -1)}")
-    ours, raw = statistics.median(rates["ours"]), statistics.median(rates["raw"])
-    line = f"{'median':<8}{ours:>14.0f}{raw:>14.0f}{ours / raw:>8.2f}   {_cpu(cpus, None)}"
-    print(f"{line}\ntarget: ours/raw >= 0.90")
+        print(
+            _row(
+                str(round_no),
+                {name: values[-1] for name, values in rates.items()},
+                per_message[-1],
+                _cpu(cpus, -1),
+            )
+        )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(_row("median", medians, statistics.median(per_message), _cpu(cpus, None)))
+    print("target: ours/raw >= 2.0")
+
+
+def _row(label: str, rate: dict[str, float], per_message: float, cpu: str) -> str:
+    return (
+        f"{label:<8}{rate['ours']:>14.0f}{per_message:>10.1f}{rate['unbatched']:>13.0f}"
+        f"{rate['raw']:>13.0f}{rate['ours'] / rate['raw']:>9.2f}"
+        f"{rate['unbatched'] / rate['raw']:>9.2f}   {cpu}"
+    )
 
 
 def _cpu(cpus: dict[str, list[tuple[float, float]]], index: int | None) -> str:
@@ -199,13 +232,14 @@ def _cpu(cpus: dict[str, list[tuple[float, float]]], index: int | None) -> str:
         values = [sample[part] for sample in cpus[name]]
         return values[index] if index is not None else statistics.median(values)
 
-    return (
-        f"{pick('ours', 0):.0f}+{pick('ours', 1):.0f} vs {pick('raw', 0):.0f}+{pick('raw', 1):.0f}"
-    )
+    return " vs ".join(f"{pick(name, 0):.0f}+{pick(name, 1):.0f}" for name in cpus)
 
 
-def _ours(settings: Settings, calls: int, window: int, payload: bytes) -> float:
-    """Seconds for ``calls`` no-op calls through the runner; every result is checked."""
+def _ours(settings: Settings, calls: int, window: int, payload: bytes) -> tuple[float, float]:
+    """Seconds for ``calls`` no-op calls through the runner, and calls per message.
+
+    Every result is checked.
+    """
     results: list[JobResult] = []
     producer = [JobCall(NOOP_JOB, payload) for _ in range(calls)]
     started = time.perf_counter()
@@ -220,7 +254,7 @@ def _ours(settings: Settings, calls: int, window: int, payload: bytes) -> float:
     elapsed_s = time.perf_counter() - started
     if summary.succeeded != calls or not all(r.ok and r.body == payload for r in results):
         raise RuntimeError(f"ours: {summary}")
-    return elapsed_s
+    return elapsed_s, calls / max(1, summary.messages)
 
 
 def _raw(app: Celery, calls: int, window: int, payload: bytes) -> float:

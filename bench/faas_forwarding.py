@@ -12,7 +12,10 @@ app forwards job 1 to it. It then alternates, call by call, a *forwarded* call (
 through a running ``BlueprintRunner`` with ``max_in_flight`` 1, timed from the producer
 yielding it to the consumer receiving its JobResult) and a *direct* call (httpx POST to
 ``/api/functions/<id>/invoke``). Both are paced by ``--gap-ms`` so the server's one-shot warm
-instances have been restarted before each call, and both see the same warm pool.
+instances have been restarted before each call, and both see the same warm pool. Forwarded
+calls go through two runners in turn: one with the settings' batching (a lone call is never
+held back for a batch) and one with ``batch_max_calls`` 1 (one message per call, the wire
+before batching), so what batching costs a lone call is measured in the same run.
 
 Printed: p50 and p99 of each, the p50 difference (target: at most 5 ms) and a breakdown of the
 forwarded call: the invoke as the worker timed it (``JobResult.metrics.total_ms``) and the rest
@@ -173,18 +176,22 @@ class _OneAtATime:
 
 
 def _compare(settings: Settings, faas_url: str, function_id: str, args: argparse.Namespace) -> None:
-    pair = _OneAtATime()
-    runner = (
-        BlueprintRunner.builder(settings)
-        .producer(pair.producer)
-        .consumer(pair.consumer)
-        .max_in_flight(1)
-        .build()
-    )
-    run = threading.Thread(target=runner.run, name="bench-runner", daemon=True)
-    run.start()
-    forwarded_s: list[float] = []
-    invoke_s: list[float] = []
+    # Our runner as configured, and with batching off (today's wire), alternating.
+    sides = {"forwarded": settings, "unbatched": settings.model_copy(update={"batch_max_calls": 1})}
+    pairs = {name: _OneAtATime() for name in sides}
+    runs = []
+    for name, side_settings in sides.items():
+        runner = (
+            BlueprintRunner.builder(side_settings)
+            .producer(pairs[name].producer)
+            .consumer(pairs[name].consumer)
+            .max_in_flight(1)
+            .build()
+        )
+        runs.append(threading.Thread(target=runner.run, name=f"bench-{name}", daemon=True))
+        runs[-1].start()
+    forwarded_s: dict[str, list[float]] = {name: [] for name in sides}
+    invoke_s: dict[str, list[float]] = {name: [] for name in sides}
     direct_s: list[float] = []
     gap_s = args.gap_ms / 1000
     body = {"job_id": FORWARDED_JOB, "args": list(_ARGS)}
@@ -192,10 +199,16 @@ def _compare(settings: Settings, faas_url: str, function_id: str, args: argparse
         with httpx.Client(base_url=faas_url, timeout=30) as client:
             url = f"/api/functions/{function_id}/invoke"
             for index in range(args.calls + 10):  # the first 10 of each warm up
-                time.sleep(gap_s)
-                result, elapsed_s = pair.call(JobCall(FORWARDED_JOB, _ARGS))
-                if not result.ok or result.metrics is None:
-                    raise RuntimeError(f"forwarded call failed: {result.error}")
+                # Each side goes first every other call: neither always follows the direct one.
+                order = list(pairs.items())
+                for name, pair in order if index % 2 else reversed(order):
+                    time.sleep(gap_s)
+                    result, elapsed_s = pair.call(JobCall(FORWARDED_JOB, _ARGS))
+                    if not result.ok or result.metrics is None:
+                        raise RuntimeError(f"forwarded call failed: {result.error}")
+                    if index >= 10:
+                        forwarded_s[name].append(elapsed_s)
+                        invoke_s[name].append(result.metrics.total_ms / 1000)
                 time.sleep(gap_s)
                 started = time.perf_counter()
                 response = client.post(url, json=body)
@@ -203,30 +216,32 @@ def _compare(settings: Settings, faas_url: str, function_id: str, args: argparse
                 if response.status_code != 200 or not response.json().get("success"):
                     raise RuntimeError(f"direct call failed: {response.text}")
                 if index >= 10:
-                    forwarded_s.append(elapsed_s)
-                    invoke_s.append(result.metrics.total_ms / 1000)
                     direct_s.append(direct_elapsed_s)
     finally:
-        pair.close()
-        run.join(timeout=30)
+        for pair in pairs.values():
+            pair.close()
+        for run in runs:
+            run.join(timeout=30)
 
-    overhead_s = [total - invoke for total, invoke in zip(forwarded_s, invoke_s, strict=True)]
     print(
         f"{args.calls} sequential calls each; {args.bootstrap} bootstrap, pool={args.pool} "
-        f"concurrency={args.concurrency}, gap {args.gap_ms:.0f} ms"
+        f"concurrency={args.concurrency}, gap {args.gap_ms:.0f} ms; unbatched: batch_max_calls 1"
     )
-    print(f"{'':<34}{'p50 ms':>10}{'p99 ms':>10}")
-    rows = [
-        ("forwarded (runner -> worker -> FaaS)", forwarded_s),
-        ("direct (httpx -> FaaS)", direct_s),
-        ("  of forwarded: invoke in worker", invoke_s),
-        ("  of forwarded: dispatch path", overhead_s),
-    ]
+    print(f"{'':<40}{'p50 ms':>10}{'p99 ms':>10}")
+    rows = [("direct (httpx -> FaaS)", direct_s)]
+    for name in sides:
+        overhead_s = [t - i for t, i in zip(forwarded_s[name], invoke_s[name], strict=True)]
+        rows += [
+            (f"{name} (runner -> worker -> FaaS)", forwarded_s[name]),
+            (f"  of {name}: invoke in worker", invoke_s[name]),
+            (f"  of {name}: dispatch path", overhead_s),
+        ]
     for label, samples in rows:
-        print(f"{label:<34}{percentile_ms(samples, 50):>10.2f}{percentile_ms(samples, 99):>10.2f}")
-    added_ms = percentile_ms(forwarded_s, 50) - percentile_ms(direct_s, 50)
-    ratio = percentile_ms(forwarded_s, 50) / percentile_ms(direct_s, 50)
-    print(f"forwarding adds {added_ms:.2f} ms at p50 (x{ratio:.2f}); target: <= 5 ms")
+        print(f"{label:<40}{percentile_ms(samples, 50):>10.2f}{percentile_ms(samples, 99):>10.2f}")
+    for name in sides:
+        added_ms = percentile_ms(forwarded_s[name], 50) - percentile_ms(direct_s, 50)
+        ratio = percentile_ms(forwarded_s[name], 50) / percentile_ms(direct_s, 50)
+        print(f"{name}: forwarding adds {added_ms:.2f} ms at p50 (x{ratio:.2f}); target: <= 5 ms")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ one worker process (threads or gevent pool) sustain at concurrency C, against th
 ``C / 0.1 s``, and against raw Celery doing the same forwarding?
 
     .venv/bin/python bench/io_concurrency.py [--concurrency 50,200] [--pool threads]
-        [--jobs-per-slot 10] [--sleep-ms 100] [--rounds 3]
+        [--jobs-per-slot 10] [--sleep-ms 100] [--rounds 3] [--batch-max-calls 16]
 
 The function is a small ASGI app in this module (``function_app``), served by uvicorn in its
 own process, answering the Custom FaaS contract's invoke endpoint after sleeping
@@ -16,7 +16,8 @@ For each concurrency a worker with that pool and concurrency is started; the run
 HTTP pool is ``providers._pool.DEFAULT_LIMITS`` (its connection cap is printed: above it the
 pool, not the worker, is the bound).
 
-The same run measures two baselines, interleaved with our worker round by round:
+The same run measures our runner with batching off (``batch_max_calls`` 1: today's wire,
+one message per call) and two baselines, interleaved with our worker round by round:
 
 * raw Celery: a plain Celery app (``raw_app``, no blueprint-faas code in the task path) whose
   one task POSTs the same body to the same function with httpx and returns its result. It is
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--jobs-per-slot", type=int, default=10, help="jobs = this x concurrency")
     parser.add_argument("--sleep-ms", type=float, default=100.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--batch-max-calls", type=int, default=Settings().batch_max_calls, help="ours' batches"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
 
@@ -165,15 +169,18 @@ def main() -> None:
             redis_process, redis_url = start_redis(root)
             processes.append(redis_process)
             function_url = start_function(root, args.sleep_ms, processes)
-            settings = Settings.from_redis_url(redis_url, metrics_port=0)
+            settings = Settings.from_redis_url(
+                redis_url, metrics_port=0, batch_max_calls=args.batch_max_calls
+            )
             print(
                 f"function sleeps {args.sleep_ms:.0f} ms; pool={args.pool}; worker HTTP pool "
                 f"max_connections={DEFAULT_LIMITS.max_connections}; {args.rounds} rounds, medians"
             )
             print(
-                f"{'concurrency':<13}{'ideal/s':>9}{'ours/s':>9}{'of ideal':>10}"
-                f"{'raw/s':>9}{'of ideal':>10}{'ours/raw':>10}{'direct/s':>10}{'of ideal':>10}"
-                "   CPU ms/job ours vs raw: worker; client; box"
+                f"{'concurrency':<13}{'ideal/s':>9}{'ours/s':>9}{'of ideal':>10}{'calls/msg':>10}"
+                f"{'unbatched/s':>12}{'raw/s':>9}{'of ideal':>10}{'ours/raw':>10}"
+                f"{'direct/s':>10}{'of ideal':>10}"
+                "   CPU ms/job ours vs unbatched vs raw: worker; client; box"
             )
             client = raw_celery_app(redis_url, "bench-raw-client", queue=RAW_QUEUE)
             shared_pids = (redis_process.pid, processes[-1].pid)  # Redis and the function
@@ -254,14 +261,24 @@ def _one_level(
         jobs = level * args.jobs_per_slot
         ideal = level / (args.sleep_ms / 1000)
         # Warm-up: threads, connections, imports on every side.
+        unbatched = settings.model_copy(update={"batch_max_calls": 1})
+        calls_per_message: list[float] = []
+
+        def ours(run_settings: Settings) -> float:
+            rate, per_message = _through_worker(run_settings, jobs, level)
+            if run_settings is settings:
+                calls_per_message.append(per_message)
+            return rate
+
         _through_worker(settings, level, level)
         _through_raw(raw_client, level, level)
         sides: dict[str, tuple[int, Callable[[], float]]] = {
-            "ours": (worker.pid, lambda: _through_worker(settings, jobs, level)),
+            "ours": (worker.pid, lambda: ours(settings)),
+            "unbatched": (worker.pid, lambda: ours(unbatched)),
             "raw": (raw_worker.pid, lambda: _through_raw(raw_client, jobs, level)),
         }
-        rates: dict[str, list[float]] = {"ours": [], "raw": [], "direct": []}
-        cpu_ms: dict[str, list[tuple[float, float, float]]] = {"ours": [], "raw": []}
+        rates: dict[str, list[float]] = {name: [] for name in (*sides, "direct")}
+        cpu_ms: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
         for _ in range(args.rounds):
             for name, (pid, run) in sides.items():
                 # One worker process runs on one core at most (the GIL): its CPU per job
@@ -279,18 +296,20 @@ def _one_level(
                     )
                 )
             rates["direct"].append(_direct(function_url, jobs, level))
-        ours, raw, direct = (statistics.median(rates[name]) for name in ("ours", "raw", "direct"))
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        ours_rate, raw_rate, direct = median["ours"], median["raw"], median["direct"]
 
-        def cpu(name: str, part: int) -> float:
-            return statistics.median(sample[part] for sample in cpu_ms[name])
+        def cpu(part: int) -> str:
+            return " vs ".join(
+                f"{statistics.median(sample[part] for sample in cpu_ms[name]):.2f}"
+                for name in sides
+            )
 
         print(
-            f"{level:<13}{ideal:>9.0f}{ours:>9.0f}{ours / ideal:>10.0%}"
-            f"{raw:>9.0f}{raw / ideal:>10.0%}{ours / raw:>10.2f}"
-            f"{direct:>10.0f}{direct / ideal:>10.0%}   "
-            f"{cpu('ours', 0):.2f} vs {cpu('raw', 0):.2f}; "
-            f"{cpu('ours', 1):.2f} vs {cpu('raw', 1):.2f}; "
-            f"{cpu('ours', 2):.2f} vs {cpu('raw', 2):.2f}"
+            f"{level:<13}{ideal:>9.0f}{ours_rate:>9.0f}{ours_rate / ideal:>10.0%}"
+            f"{statistics.median(calls_per_message):>10.1f}{median['unbatched']:>12.0f}"
+            f"{raw_rate:>9.0f}{raw_rate / ideal:>10.0%}{ours_rate / raw_rate:>10.2f}"
+            f"{direct:>10.0f}{direct / ideal:>10.0%}   {cpu(0)}; {cpu(1)}; {cpu(2)}"
         )
     finally:
         for process in (raw_worker, worker):
@@ -298,8 +317,11 @@ def _one_level(
             processes.remove(process)
 
 
-def _through_worker(settings: Settings, jobs: int, level: int) -> float:
-    """Jobs per second through runner, Redis, worker and function; every result is checked."""
+def _through_worker(settings: Settings, jobs: int, level: int) -> tuple[float, float]:
+    """Jobs per second through runner, Redis, worker and function, and calls per message.
+
+    Every result is checked.
+    """
     results: list[JobResult] = []
     started = time.perf_counter()
     summary = (
@@ -313,7 +335,7 @@ def _through_worker(settings: Settings, jobs: int, level: int) -> float:
     failed = [result.error for result in results if not result.ok]
     if summary.succeeded != jobs or failed:
         raise RuntimeError(f"{summary}; e.g. {failed[:1]}")
-    return jobs / elapsed_s
+    return jobs / elapsed_s, jobs / max(1, summary.messages)
 
 
 def _through_raw(app: Celery, jobs: int, level: int) -> float:

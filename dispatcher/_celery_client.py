@@ -11,13 +11,15 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import states
 
+from dispatcher._batching import wire_size
 from dispatcher.jobs import JobCall
-from dispatcher.keys import EXECUTE_TASK, job_queue
+from dispatcher.keys import EXECUTE_BATCH_TASK, EXECUTE_TASK, job_queue
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -36,14 +38,28 @@ _CATCH_UP_BATCH = 200
 # ``run`` returns at most this late after the last result (0.5 s cost a 2,000-call run 10 %).
 _DRAIN_TIMEOUT_S = 0.02
 
-#: Told ``(call_id, state, value)`` when a watched call's result is stored.
-OnReady = Callable[[str, str, object], None]
+#: A watched call's stored outcome: ``(call_id, state, value)``.
+Ready = tuple[str, str, object]
+#: Told the outcomes that are stored, several at once when they come in together (a batch's).
+OnReady = Callable[[list[Ready]], None]
+#: Pub/sub messages read at once, without waiting, after one arrives.
+_DRAIN_BURST = 256
 
 
 def argsrepr(call: JobCall) -> str:
     # What Flower and worker logs show instead of the payload and metadata values.
     keys = sorted(call.metadata)
     return f"<call job_id={call.job_id} args_bytes={len(call.args)} metadata_keys={keys}>"
+
+
+def batch_argsrepr(calls: list[JobCall]) -> str:
+    # A batch's summary: its job, how many calls and how big, never a payload.
+    args_bytes = sum(len(call.args) for call in calls)
+    wire_bytes = sum(wire_size(call) for call in calls)
+    return (
+        f"<batch job_id={calls[0].job_id} calls={len(calls)} args_bytes={args_bytes} "
+        f"wire_bytes~{wire_bytes}>"
+    )
 
 
 class CeleryClient:
@@ -74,6 +90,34 @@ class CeleryClient:
             queue=job_queue(call.job_id) if queue is None else queue,
             argsrepr=argsrepr(call),
             kwargsrepr="{}",
+        )
+
+    def publish_batch(self, calls: list[JobCall], queue: str | None = None) -> None:
+        """Send several calls of one job to ``queue`` in one message (one: :meth:`publish`).
+
+        The message's task id is a fresh batch id, whose own result is never stored: each
+        call's result is stored under its call id, as if it had travelled alone.
+
+        Raises
+        ------
+        ValueError
+            ``calls`` is empty or holds calls of more than one job.
+        kombu.exceptions.OperationalError
+            The broker stayed unreachable through every publish retry.
+        """
+        if len(calls) == 1:
+            self.publish(calls[0], queue)
+            return
+        if not calls or len({call.job_id for call in calls}) != 1:
+            raise ValueError("a batch holds one or more calls of one job")
+        self.app.send_task(
+            EXECUTE_BATCH_TASK,
+            args=([call.to_wire() for call in calls],),
+            task_id=f"batch-{uuid.uuid4()}",
+            queue=job_queue(calls[0].job_id) if queue is None else queue,
+            argsrepr=batch_argsrepr(calls),
+            kwargsrepr="{}",
+            ignore_result=True,
         )
 
     def close(self) -> None:
@@ -126,6 +170,8 @@ class _PubSubWatcher(ResultWatcher):
         # Celery keeps only weak references to fulfilled-callback owners: hold them here,
         # with the time each call started being watched.
         self._pending: dict[str, tuple[AsyncResult, float]] = {}
+        # Outcomes heard and not yet handed over (only the listener thread touches it).
+        self._heard: list[Ready] = []
 
     def watch(self, call_id: str) -> None:
         from celery.result import AsyncResult
@@ -145,7 +191,7 @@ class _PubSubWatcher(ResultWatcher):
 
     def _fulfilled(self, result: AsyncResult) -> None:
         if self._pending.pop(result.id, None) is not None:
-            self._on_ready(result.id, result.state, result.result)
+            self._heard.append((result.id, result.state, result.result))
 
     def listen(self, done: threading.Event) -> None:
         consumer = self._client.backend.result_consumer
@@ -153,14 +199,28 @@ class _PubSubWatcher(ResultWatcher):
         while not done.is_set():
             try:
                 consumer.drain_events(timeout=_DRAIN_TIMEOUT_S)
+                # Results stored together (a batch's) arrive together: hand them over as one,
+                # so that the run frees their slots, and fills them, at once.
+                for _ in range(_DRAIN_BURST):
+                    heard = len(self._heard)
+                    consumer.drain_events(timeout=0)
+                    if len(self._heard) == heard:
+                        break
             except Exception as error:  # reconnects itself; keep listening meanwhile
                 logger.warning("result listener: %r; reading stored results instead", error)
+                self._hand_over()
                 done.wait(_LISTEN_TIMEOUT_S)
                 self._catch_up(older_than_s=0)
                 caught_up_at = time.monotonic()
             if time.monotonic() - caught_up_at >= _CATCH_UP_S:
                 self._catch_up(older_than_s=_CATCH_UP_S)
                 caught_up_at = time.monotonic()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._heard:
+            heard, self._heard = self._heard, []
+            self._on_ready(heard)
 
     def _catch_up(self, older_than_s: float) -> None:
         # Results are stored whether or not their notification reached us: read the ones of
@@ -191,7 +251,7 @@ class _PubSubWatcher(ResultWatcher):
             return
         with contextlib.suppress(Exception):  # unsubscribing needs a working link
             self._client.backend.remove_pending_result(entry[0])
-        self._on_ready(call_id, meta["status"], meta["result"])
+        self._heard.append((call_id, meta["status"], meta["result"]))
 
 
 class _PollingWatcher(ResultWatcher):
@@ -216,6 +276,7 @@ class _PollingWatcher(ResultWatcher):
         while not done.wait(interval_s):
             with self._lock:
                 call_ids = list(self._pending)
+            ready: list[Ready] = []
             for call_id in call_ids:
                 try:
                     meta = backend.get_task_meta(call_id, cache=False)
@@ -224,4 +285,6 @@ class _PollingWatcher(ResultWatcher):
                     continue
                 if meta["status"] in states.READY_STATES:
                     self.forget(call_id)
-                    self._on_ready(call_id, meta["status"], meta["result"])
+                    ready.append((call_id, meta["status"], meta["result"]))
+            if ready:
+                self._on_ready(ready)

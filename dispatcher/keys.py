@@ -13,6 +13,7 @@ __all__ = [
     "BREAKER_KEY_PREFIX",
     "BUDGET_KEY_PREFIX",
     "CONSUMERS_KEY",
+    "EXECUTE_BATCH_TASK",
     "EXECUTE_TASK",
     "HEALTH_TASK",
     "INVOCATION_LEDGER_KEY",
@@ -43,6 +44,8 @@ WARM_QUEUE = "blueprint.control"
 KEY_PREFIX = "blueprint-faas:"
 
 EXECUTE_TASK = "blueprint_faas.execute"
+#: Several calls of one job in one message; each call is its own JobCall wire dict.
+EXECUTE_BATCH_TASK = "blueprint_faas.execute_batch"
 #: Header of an execute task's message: how often the call went back to its queue for want
 #: of a concurrency lease (not attempts: nothing was sent).
 REQUEUES_HEADER = "blueprint_requeues"

@@ -3,11 +3,14 @@
 It talks to workers only through Celery messages and stored results (it shares the job
 model and ``dispatcher.keys`` with them, nothing else). Three threads cooperate:
 
-* the *feeder* pulls calls from the producer, one free in-flight slot at a time
-  (backpressure: a slow worker pool slows the producer down, memory stays bounded);
+* the *feeder* pulls calls from the producer, one free slot at a time (backpressure: a slow
+  worker pool slows the producer down, memory stays bounded): ``max_in_flight`` calls in
+  flight plus, when batches can form, up to one batch read ahead, waiting for a slot;
 * the *listener* waits for results: on Redis through the result backend's pub/sub
   (one subscription per call, no polling per task), elsewhere by polling the backend;
 * the caller's thread publishes calls and hands results to consumers, in completion order.
+  The calls ready at the same moment go out together: several calls of one job share a
+  message (:mod:`dispatcher._batching`), a lone call is published at once.
 
 A job that fails becomes an error JobResult like any other: the runner never stops because
 of one job.
@@ -16,6 +19,7 @@ of one job.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import queue
@@ -25,7 +29,8 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from dispatcher._celery_client import CeleryClient, ResultWatcher
+from dispatcher._batching import batches
+from dispatcher._celery_client import CeleryClient, Ready, ResultWatcher
 from dispatcher._redis import broker_redis
 from dispatcher.app import Blueprint
 from dispatcher.errors import DecodeError
@@ -67,6 +72,8 @@ class RunSummary:
     failed: int
     elapsed_s: float
     peak_in_flight: int
+    #: Messages the calls were published in (fewer than ``submitted`` when batches formed).
+    messages: int = 0
 
 
 class BlueprintRunnerBuilder:
@@ -265,7 +272,7 @@ def submit(
 # -- one run ------------------------------------------------------------------------------
 
 _CALL = "call"
-_RESULT = "result"
+_RESULTS = "results"
 _PRODUCER_DONE = "producer_done"
 
 
@@ -284,12 +291,21 @@ class _Run:
         self._caller_loop = caller_loop
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._slots = threading.BoundedSemaphore(runner._max_in_flight)
+        # Calls taken from the producer and not yet answered: those in flight, plus up to a
+        # batch of calls read ahead, waiting for an in-flight slot (``_waiting``), so that
+        # the calls a burst of results makes room for go out together.
+        # With one slot, or batching off, no batch can form: nothing is read ahead.
+        batch_max_calls = self._blueprint.settings.batch_max_calls
+        read_ahead = min(batch_max_calls, runner._max_in_flight)
+        if batch_max_calls == 1 or runner._max_in_flight == 1:
+            read_ahead = 0
+        self._slots = threading.BoundedSemaphore(runner._max_in_flight + read_ahead)
+        self._waiting: collections.deque[JobCall] = collections.deque()
         self._in_flight: dict[str, _InFlight] = {}
         self._done = threading.Event()
         self._stopping = threading.Event()
         self._producer_error: BaseException | None = None
-        self._submitted = self._succeeded = self._failed = self._peak = 0
+        self._submitted = self._succeeded = self._failed = self._peak = self._messages = 0
 
     def stop(self) -> None:
         """Take no more calls from the producer; safe from any thread."""
@@ -326,48 +342,100 @@ class _Run:
             failed=self._failed,
             elapsed_s=time.perf_counter() - started,
             peak_in_flight=self._peak,
+            messages=self._messages,
         )
 
     def _loop(self, client: CeleryClient, watcher: ResultWatcher, placer: Placer) -> None:
         producer_done = False
-        while not (producer_done and not self._in_flight):
-            event = self._events.get()
-            if event[0] == _CALL:
-                self._publish(client, watcher, placer, event[1])
-            elif event[0] == _RESULT:
-                self._complete(event[1], event[2], event[3])
-            else:
-                producer_done = True
+        while not (producer_done and not self._in_flight and not self._waiting):
+            for event in self._ready_events():
+                if event[0] == _CALL:
+                    self._waiting.append(event[1])
+                elif event[0] == _RESULTS:
+                    for call_id, state, value in event[1]:
+                        self._complete(call_id, state, value)
+                else:
+                    producer_done = True
+            self._publish_waiting(client, watcher, placer)
+
+    def _ready_events(self) -> Iterator[tuple[Any, ...]]:
+        # Waits for one event, then takes every event already queued behind it, so that the
+        # calls ready at this moment are published together (and a lone call at once).
+        yield self._events.get()
+        while True:
+            try:
+                yield self._events.get_nowait()
+            except queue.Empty:
+                return
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(
-        self, client: CeleryClient, watcher: ResultWatcher, placer: Placer, call: JobCall
+    def _publish_waiting(
+        self, client: CeleryClient, watcher: ResultWatcher, placer: Placer
     ) -> None:
+        # As many waiting calls as there are free in-flight slots, at once; again if a
+        # failed publish freed slots (nothing else may come to wake the loop).
+        limit = self._runner._max_in_flight
+        while self._waiting and len(self._in_flight) < limit:
+            accepted: list[JobCall] = []
+            while self._waiting and len(self._in_flight) < limit:
+                call = self._waiting.popleft()
+                if self._accept(watcher, call):
+                    accepted.append(call)
+            if accepted:
+                self._publish(client, watcher, placer, accepted)
+
+    def _publish(
+        self, client: CeleryClient, watcher: ResultWatcher, placer: Placer, accepted: list[JobCall]
+    ) -> None:
+        # Each call is placed on its own; a batch holds calls placed on one queue.
+        settings = self._blueprint.settings
+        by_queue: dict[str | None, list[JobCall]] = {}
+        for call in accepted:
+            by_queue.setdefault(_queue_of(placer, call), []).append(call)
+        for queue_name, calls in by_queue.items():
+            for group in batches(calls, settings.batch_max_calls, settings.batch_max_bytes):
+                self._publish_group(client, watcher, group, queue_name)
+
+    def _publish_group(
+        self,
+        client: CeleryClient,
+        watcher: ResultWatcher,
+        group: list[JobCall],
+        queue_name: str | None,
+    ) -> None:
+        try:
+            client.publish_batch(group, queue_name)
+            self._messages += 1
+        except Exception as error:  # broker unreachable after every publish retry
+            logger.error(
+                "cannot publish %d call(s) of job %s: %r", len(group), group[0].job_id, error
+            )
+            for call in group:
+                watcher.forget(call.call_id)
+                del self._in_flight[call.call_id]
+                self._deliver(
+                    _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
+                )
+
+    def _accept(self, watcher: ResultWatcher, call: JobCall) -> bool:
+        """Whether ``call`` is to be published; it is watched from now on if so."""
         if call.call_id in self._in_flight:
             logger.warning("call %s is already in flight; the duplicate is dropped", call.call_id)
             self._slots.release()
-            return
+            return False
         self._submitted += 1
         if not self._blueprint.accepts(call.job_id):
             self._deliver(_unknown_job(call))
-            return
+            return False
         self._in_flight[call.call_id] = _InFlight(call, time.perf_counter())
         self._peak = max(self._peak, len(self._in_flight))
         watcher.watch(call.call_id)
-        try:
-            client.publish(call, _queue_of(placer, call))
-        except Exception as error:  # broker unreachable after every publish retry
-            logger.error("cannot publish call %s: %r", call.call_id, error)
-            watcher.forget(call.call_id)
-            del self._in_flight[call.call_id]
-            self._deliver(
-                _failure(call, ErrorKind.PUBLISH_FAILED, f"{type(error).__name__}: {error}")
-            )
+        return True
 
-    def _on_ready(self, call_id: str, state: str, value: object) -> None:
+    def _on_ready(self, ready: list[Ready]) -> None:
         # Runs in the listener thread; everything else happens in the caller's thread.
-        self._events.put((_RESULT, call_id, state, value))
+        self._events.put((_RESULTS, ready))
 
     def _complete(self, call_id: str, state: str, value: object) -> None:
         entry = self._in_flight.pop(call_id, None)

@@ -58,6 +58,8 @@ DEFAULT_LIVENESS_TTL_S = 5.0
 DEFAULT_RESTORE_INTERVAL_S = 1.0
 DEFAULT_RESULT_EXPIRES_S = 86_400.0
 DEFAULT_MAX_IN_FLIGHT = 100
+DEFAULT_BATCH_MAX_CALLS = 16
+DEFAULT_BATCH_MAX_BYTES = 256 * 1024
 DEFAULT_SOFT_SHUTDOWN_S = 10.0
 DEFAULT_POLL_INTERVAL_S = 0.05
 #: Beat warms keep_warm jobs no more often than this by default (providers bill warm starts).
@@ -161,6 +163,10 @@ class Settings(BaseModel):
     restore_interval_s: float = Field(DEFAULT_RESTORE_INTERVAL_S, gt=0)
     #: Calls the runner keeps published but not yet answered (backpressure).
     max_in_flight: int = Field(DEFAULT_MAX_IN_FLIGHT, ge=1)
+    #: Calls of one job the runner may put in one message when several are ready; 1: never.
+    batch_max_calls: int = Field(DEFAULT_BATCH_MAX_CALLS, ge=1, le=1000)
+    #: Bytes of call wire forms one batch message may hold (a bigger call travels alone).
+    batch_max_bytes: int = Field(DEFAULT_BATCH_MAX_BYTES, ge=1)
     #: Seconds a stopping worker keeps finishing its running tasks.
     soft_shutdown_s: float = Field(DEFAULT_SOFT_SHUTDOWN_S, ge=0)
     #: Poll interval of the embedded transport and of non-pub/sub result backends.

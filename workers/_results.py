@@ -24,24 +24,30 @@ __all__ = ["BACKEND_PATH", "ResultBackend"]
 #: What ``result_backend`` names, before ``+redis://...``, to use :class:`ResultBackend`.
 BACKEND_PATH = "workers._results:ResultBackend"
 
-# KEYS[1]: the result key. ARGV[1]: the encoded meta. ARGV[2]: expiry in seconds (0: none).
-# Returns 1 when stored (and published), 0 when a success was already there.
+# KEYS: result keys. ARGV[1]: expiry in seconds (0: none); ARGV[1 + i]: the encoded meta
+# of KEYS[i]. Each key is stored (and published) unless a success is already there; returns
+# how many were stored. One key for a single call, several for the calls of a batch.
 _STORE_UNLESS_SUCCESS = """
-local current = redis.call('GET', KEYS[1])
-if current then
-    local ok, meta = pcall(cjson.decode, current)
-    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
-        return 0
+local expires = tonumber(ARGV[1])
+local stored = 0
+for i, key in ipairs(KEYS) do
+    local current = redis.call('GET', key)
+    local keep = false
+    if current then
+        local ok, meta = pcall(cjson.decode, current)
+        keep = ok and type(meta) == 'table' and meta['status'] == 'SUCCESS'
+    end
+    if not keep then
+        if expires > 0 then
+            redis.call('SET', key, ARGV[i + 1], 'EX', expires)
+        else
+            redis.call('SET', key, ARGV[i + 1])
+        end
+        redis.call('PUBLISH', key, ARGV[i + 1])
+        stored = stored + 1
     end
 end
-local expires = tonumber(ARGV[2])
-if expires > 0 then
-    redis.call('SET', KEYS[1], ARGV[1], 'EX', expires)
-else
-    redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
+return stored
 """
 
 
@@ -71,12 +77,29 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
                 "value too large for Redis backend", state=state, task_id=task_id
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        self.ensure(self._store, (self.get_key_for_task(task_id), value, expires or 0))
+        self.ensure(self._store, ([self.get_key_for_task(task_id)], [value], expires or 0))
         return result
 
-    def _store(self, key: bytes | str, value: str | bytes, expires_s: float) -> None:
+    def store_successes(self, results: list[tuple[str, Any]]) -> None:
+        """Store ``(task_id, value)`` pairs as successful tasks in one round trip.
+
+        What the execute task's own store does for one result, for the calls of a batch:
+        each is kept out only by a success already stored, and published for the runner.
+        """
+        keys = []
+        values = []
+        for task_id, result in results:
+            meta = self._get_result_meta(
+                result=result, state=states.SUCCESS, traceback=None, request=None
+            )
+            meta["task_id"] = bytes_to_str(task_id)
+            keys.append(self.get_key_for_task(task_id))
+            values.append(self.encode(meta))
+        self.ensure(self._store, (keys, values, self.expires or 0))
+
+    def _store(self, keys: list[bytes | str], values: list[str | bytes], expires_s: float) -> None:
         if self._store_script is None:
             # One script object per backend: it runs by SHA and reloads itself if Redis
             # forgot it (a restart).
             self._store_script = self.client.register_script(_STORE_UNLESS_SUCCESS)
-        self._store_script(keys=[key], args=[value, int(expires_s)])
+        self._store_script(keys=keys, args=[int(expires_s), *values])

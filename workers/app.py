@@ -30,6 +30,7 @@ from dispatcher.placement import Lane, job_queues
 from workers import exporter, observe, redaction
 from workers._prefork import POOL_PATH
 from workers._results import BACKEND_PATH
+from workers.batch import register_batch_task
 from workers.beat import beat_schedule
 from workers.tasks import register_tasks
 
@@ -146,6 +147,7 @@ def create_celery_app(
         worker_pool=POOL_PATH,
     )
     register_tasks(app, blueprint, time_limits_s=time_limits_s)
+    register_batch_task(app, blueprint, call_time_limit_s=time_limits_s[0])
     redaction.install()
     observe.install()
     exporter.install(settings.metrics_port)

@@ -8,6 +8,9 @@ It hooks into Celery signals of the execute task, so the task itself records not
 - ``task_retry``: a retryable provider error is one failed attempt, and one retry; a call
   sent back for want of a concurrency lease is one budget requeue;
 - ``task_failure`` of a warm or health task: a throttled control call counts as a throttle.
+- ``calls_succeeded`` and ``call_retried`` (:mod:`workers.signals`): the same two events for
+  the calls of a batch message, which Celery's signals see as one task; the ledger entries
+  of the results stored together are appended in one round trip.
 
 Each attempt is counted by :mod:`workers.metrics` and appended to :mod:`dispatcher.records` on
 the result backend's Redis. An observer that fails is logged; it never fails the task.
@@ -25,7 +28,7 @@ from celery.signals import task_failure, task_retry, task_success
 
 from dispatcher.jobs import LOCAL
 from dispatcher.keys import EXECUTE_TASK, HEALTH_TASK, WARM_TASK
-from dispatcher.records import InvocationRecord, append_invocation
+from dispatcher.records import InvocationRecord, append_invocation, append_invocations
 from providers.base import FaasMetrics
 from providers.errors import ErrorKind, FaasError
 from providers.pricing import (
@@ -37,13 +40,14 @@ from providers.pricing import (
 )
 from workers import metrics
 from workers.guards import NoCapacity
+from workers.signals import call_retried, calls_succeeded
 
 if TYPE_CHECKING:
     from celery import Task
 
     from dispatcher.settings import Settings
 
-__all__ = ["Attempt", "install", "price_book", "record_attempt"]
+__all__ = ["Attempt", "install", "price_book", "record_attempt", "record_attempts"]
 
 logger = logging.getLogger("blueprint_faas.workers.observe")
 
@@ -79,22 +83,34 @@ def record_attempt(
     attempt: Attempt, redis_client: Any | None, prices: PriceBook = DEFAULT_PRICE_BOOK
 ) -> None:
     """Count ``attempt`` in the metrics and append it to the ledger. Never raises."""
-    metrics.record_invocation(
-        attempt.job_id,
-        attempt.provider,
-        outcome=metrics.Outcome.OK if attempt.ok else metrics.Outcome.ERROR,
-        error_kind=attempt.error_kind,
-        metrics=attempt.metrics,
-        memory_mb=attempt.memory_mb,
-        region=attempt.region,
-        prices=prices,
-    )
-    if redis_client is None:
+    record_attempts([attempt], redis_client, prices)
+
+
+def record_attempts(
+    attempts: list[Attempt], redis_client: Any | None, prices: PriceBook = DEFAULT_PRICE_BOOK
+) -> None:
+    """:func:`record_attempt` for several attempts, the ledger in one round trip."""
+    for attempt in attempts:
+        metrics.record_invocation(
+            attempt.job_id,
+            attempt.provider,
+            outcome=metrics.Outcome.OK if attempt.ok else metrics.Outcome.ERROR,
+            error_kind=attempt.error_kind,
+            metrics=attempt.metrics,
+            memory_mb=attempt.memory_mb,
+            region=attempt.region,
+            prices=prices,
+        )
+    if redis_client is None or not attempts:
         return
     try:
-        append_invocation(redis_client, _ledger_record(attempt, prices))
+        records = [_ledger_record(attempt, prices) for attempt in attempts]
+        if len(records) == 1:
+            append_invocation(redis_client, records[0])
+        else:
+            append_invocations(redis_client, records)
     except Exception:
-        logger.exception("could not append job %s's invocation to the ledger", attempt.job_id)
+        logger.exception("could not append %d invocations to the ledger", len(attempts))
 
 
 def install() -> None:
@@ -102,36 +118,54 @@ def install() -> None:
     task_success.connect(_on_success, weak=False, dispatch_uid="blueprint-observe-success")
     task_retry.connect(_on_retry, weak=False, dispatch_uid="blueprint-observe-retry")
     task_failure.connect(_on_failure, weak=False, dispatch_uid="blueprint-observe-failure")
+    calls_succeeded.connect(_on_calls_succeeded, weak=False, dispatch_uid="blueprint-observe-calls")
+    call_retried.connect(_on_call_retry, weak=False, dispatch_uid="blueprint-observe-call-retry")
 
 
 # -- signal handlers: each one guarded, as an observer must be -------------------------------
 
 
 def _on_success(sender: Task | None = None, result: Any = None, **_: Any) -> None:
-    if sender is None or sender.name != EXECUTE_TASK or not isinstance(result, Mapping):
+    if sender is None or sender.name != EXECUTE_TASK:
+        return
+    _on_calls_succeeded(sender, results=[result])
+
+
+def _on_calls_succeeded(sender: Task | None = None, results: Any = (), **_: Any) -> None:
+    if sender is None:
         return
     try:
-        ran_on = result.get("ran_on", LOCAL)
-        job_id = int(result["job_id"])
-        metrics.record_placement(job_id, str(ran_on), str(result.get("placement_reason")))
-        error = result.get("error")
-        if ran_on == LOCAL or (
-            isinstance(error, Mapping) and error.get("kind") == ErrorKind.CIRCUIT_OPEN
-        ):
-            return
-        raw_metrics = result.get("metrics")
-        attempt = Attempt(
-            job_id,
-            str(ran_on),
-            ok=bool(result.get("ok")),
-            error_kind=str(error["kind"]) if isinstance(error, Mapping) else None,
-            metrics=FaasMetrics(**raw_metrics) if isinstance(raw_metrics, Mapping) else None,
-            memory_mb=_memory_mb(sender, job_id),
-            region=_region(sender, job_id),
-        )
-        record_attempt(attempt, _redis(sender), _prices(sender))
+        attempts = [_attempt_of(sender, result) for result in results]
+        found = [attempt for attempt in attempts if attempt is not None]
+        if found:
+            record_attempts(found, _redis(sender), _prices(sender))
     except Exception:
         logger.exception("the invocation observer failed; the task goes on")
+
+
+def _attempt_of(task: Task, result: object) -> Attempt | None:
+    # A stored JobResult wire dict is one placement; and one provider attempt unless it ran
+    # locally or the breaker stopped it (None then).
+    if not isinstance(result, Mapping):
+        return None
+    ran_on = result.get("ran_on", LOCAL)
+    job_id = int(result["job_id"])
+    metrics.record_placement(job_id, str(ran_on), str(result.get("placement_reason")))
+    error = result.get("error")
+    if ran_on == LOCAL or (
+        isinstance(error, Mapping) and error.get("kind") == ErrorKind.CIRCUIT_OPEN
+    ):
+        return None
+    raw_metrics = result.get("metrics")
+    return Attempt(
+        job_id,
+        str(result["ran_on"]),
+        ok=bool(result.get("ok")),
+        error_kind=str(error["kind"]) if isinstance(error, Mapping) else None,
+        metrics=FaasMetrics(**raw_metrics) if isinstance(raw_metrics, Mapping) else None,
+        memory_mb=_memory_mb(task, job_id),
+        region=_region(task, job_id),
+    )
 
 
 def _on_retry(
@@ -140,23 +174,36 @@ def _on_retry(
     if sender is None or sender.name != EXECUTE_TASK:
         return
     try:
-        error = getattr(reason, "exc", reason)
-        if isinstance(error, NoCapacity):
-            metrics.record_budget_requeue(error.scope)
-            return
-        if not isinstance(error, FaasError):
-            return
-        job_id = int(request.args[0]["job_id"])
-        registry = sender.blueprint.registry
-        if job_id not in registry:
-            return  # a local handler asked for the retry: no provider attempt to count
-        provider = error.provider or registry.get(job_id).provider_name
-        region = registry.get(job_id).region
-        attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind), region=region)
-        record_attempt(attempt, _redis(sender), _prices(sender))
-        metrics.record_retry(job_id, provider, error.kind)
+        _record_retry(sender, int(request.args[0]["job_id"]), getattr(reason, "exc", reason))
     except Exception:
         logger.exception("the retry observer failed; the task goes on")
+
+
+def _on_call_retry(
+    sender: Task | None = None, job_id: int | None = None, reason: Any = None, **_: Any
+) -> None:
+    if sender is None or job_id is None:
+        return
+    try:
+        _record_retry(sender, job_id, reason)
+    except Exception:
+        logger.exception("the retry observer failed; the task goes on")
+
+
+def _record_retry(task: Task, job_id: int, error: object) -> None:
+    if isinstance(error, NoCapacity):
+        metrics.record_budget_requeue(error.scope)
+        return
+    if not isinstance(error, FaasError):
+        return
+    registry = task.blueprint.registry
+    if job_id not in registry:
+        return  # a local handler asked for the retry: no provider attempt to count
+    provider = error.provider or registry.get(job_id).provider_name
+    region = registry.get(job_id).region
+    attempt = Attempt(job_id, provider, ok=False, error_kind=str(error.kind), region=region)
+    record_attempt(attempt, _redis(task), _prices(task))
+    metrics.record_retry(job_id, provider, error.kind)
 
 
 def _on_failure(

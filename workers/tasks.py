@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from dispatcher.app import Blueprint
+    from dispatcher.settings import Settings
 
 __all__ = ["CONTROL_HARD_LIMIT_EXTRA_S", "ControlTask", "ExecuteTask", "register_tasks"]
 
@@ -140,7 +141,7 @@ def _execute(task: ExecuteTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     requeues = _requeues(task)
     attempt = task.request.retries - requeues + 1
     try:
-        result = _run(task, call, attempt)
+        result = _run(task, call, attempt, _delivery_queue(task))
     except _Retryable as failure:
         return _retry_or_give_up(task, call, failure, attempt)
     except NoCapacity as waited:
@@ -180,8 +181,8 @@ def _decode(
     return call
 
 
-def _run(task: ExecuteTask, call: JobCall, attempt: int) -> JobResult:
-    """Run the call once, on the side its queue stands for.
+def _run(task: ExecuteTask, call: JobCall, attempt: int, queue: str | None) -> JobResult:
+    """Run the call once, on the side its queue (the one it was delivered from) stands for.
 
     Raises
     ------
@@ -192,7 +193,7 @@ def _run(task: ExecuteTask, call: JobCall, attempt: int) -> JobResult:
     """
     blueprint = task.blueprint
     placement = blueprint.placement(call.job_id)
-    route = route_of_queue(call.job_id, placement, _delivery_queue(task))
+    route = route_of_queue(call.job_id, placement, queue)
     ctx = JobContext(call.job_id, call.call_id, call.metadata, attempt)
 
     def run_locally(reason: PlacementReason) -> JobResult:
@@ -288,15 +289,29 @@ def _retry_or_give_up(
     settings = task.blueprint.settings
     retries = attempt - 1  # retries after a failed attempt; requeues for capacity are not
     if retries >= settings.retry_max:
-        error = JobError.from_faas_error(failure.error)
-        message = f"gave up after {attempt} attempts: {error.message}"
-        error = JobError(error.kind, message, error.retryable, error.provider, error.status)
-        result = JobResult.failure(
-            call, error, ran_on=failure.ran_on, attempts=attempt, placement_reason=failure.reason
-        )
-        return result.to_wire()
+        return _gave_up(call, failure, attempt).to_wire()
+    countdown_s = _retry_countdown_s(settings, call, failure, attempt)
+    raise task.retry(
+        countdown=countdown_s, exc=failure.error, headers={REQUEUES_HEADER: _requeues(task)}
+    )
+
+
+def _gave_up(call: JobCall, failure: _Retryable, attempt: int) -> JobResult:
+    """The result of a call whose retryable failures used up ``retry_max``."""
+    error = JobError.from_faas_error(failure.error)
+    message = f"gave up after {attempt} attempts: {error.message}"
+    error = JobError(error.kind, message, error.retryable, error.provider, error.status)
+    return JobResult.failure(
+        call, error, ran_on=failure.ran_on, attempts=attempt, placement_reason=failure.reason
+    )
+
+
+def _retry_countdown_s(
+    settings: Settings, call: JobCall, failure: _Retryable, attempt: int
+) -> float:
+    """How long the next attempt waits (and the log line saying so)."""
     countdown_s = compute_backoff_s(
-        retries,
+        attempt - 1,
         base_s=settings.retry_base_s,
         cap_s=settings.retry_cap_s,
         retry_after_s=failure.error.retry_after_s,
@@ -308,9 +323,7 @@ def _retry_or_give_up(
         failure.error.kind,
         countdown_s,
     )
-    raise task.retry(
-        countdown=countdown_s, exc=failure.error, headers={REQUEUES_HEADER: _requeues(task)}
-    )
+    return countdown_s
 
 
 # -- the control tasks ------------------------------------------------------------------

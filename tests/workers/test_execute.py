@@ -310,5 +310,7 @@ def test_the_runner_keeps_no_more_than_the_bound_in_flight(
         .run()
     )
     assert summary.succeeded == 20 and summary.peak_in_flight == bound
-    assert max(gaps) <= bound
+    # Besides those in flight, the runner reads up to a batch ahead (min(batch, bound)):
+    # the calls waiting for a slot, published together when results make room.
+    assert max(gaps) <= 2 * bound
     assert max(int(v) for v in counters.lrange("t:running_samples", 0, -1)) <= bound

@@ -175,7 +175,9 @@ def test_a_restorer_killed_mid_restore_loses_nothing(
     broker: redis.Redis,
     restoring_settings: Settings,
 ) -> None:
-    settings = restoring_settings
+    # Three messages to restore one by one: the calls must not share one (a batch).
+    settings = restoring_settings.model_copy(update={"batch_max_calls": 1})
+    blueprint.with_settings(settings)
     victim = start_worker(jobs="4", concurrency=3, worker_settings=settings)
     calls = [sleep_call(3000) for _ in range(3)]
     run = Run(blueprint, calls)
